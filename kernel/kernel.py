@@ -1,0 +1,407 @@
+"""The kernel: the run loop that ties tasks, traps, the poller and the timers together.
+
+One pass of the loop has three phases, in this order::
+
+    1. wait for I/O   block in the poller, but only while no task is ready,
+                      and only until the next timer is due
+    2. expire timers  wake the tasks whose deadlines have passed
+    3. run            resume every task that is ready *now* (a snapshot of
+                      the run queue), each until it blocks or yields
+
+`Kernel._step` is the context switch and the only place in the whole kernel
+that resumes a task (``send``/``throw`` into its generator). Everything else
+only changes a task's state and puts it on the run queue.
+
+Between phases the loop watches for the three ways a run ends:
+
+* ``main`` exits: every task still alive is killed, and the loop goes on
+  until all of them have finished their cleanup (which may yield);
+* nothing can ever run again (no task ready, no task on an fd, no timer):
+  `Deadlock` is thrown into ``main``, which normally ends it as above;
+* Ctrl-C: `KeyboardInterrupt` is thrown into ``main`` (see signals.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import types
+from typing import Any, Callable, Optional
+
+from . import sysio
+from .errors import Cancelled, Deadlock, KernelPanic
+from .files import FileTable
+from .poller import Poller
+from .scheduler import RunQueue
+from .signals import SignalWakeup
+from .syscall import TRAP_TABLE, bad_trap
+from .task import Coro, Task, TaskState
+from .timers import DEFAULT_CLOCK, Clock, TimerQueue
+from .traps import SWITCH, Join, Target
+
+log = logging.getLogger("yieldos")
+
+#: How many traps in a row a task may have answered at once (data already
+#: there, a spawn, a gettid) before it goes to the back of the run queue
+#: anyway. Answering at once saves a trip through the queue; the bound keeps
+#: a task whose socket always has data from starving the others.
+INLINE_BUDGET = 64
+
+READY, RUNNING, BLOCKED, EXITED = (
+    TaskState.READY,
+    TaskState.RUNNING,
+    TaskState.BLOCKED,
+    TaskState.EXITED,
+)
+
+
+class Kernel:
+    """A generator-task kernel: ``with Kernel() as k: k.run(main)``.
+
+    ``poller`` picks the readiness backend: ``"auto"`` (epoll on Linux, else
+    the best `selectors` one), ``"epoll"``, ``"selectors"``, ``"poll"`` or
+    ``"select"``. ``clock`` is the time seam: a callable returning monotonic
+    seconds (default `time.monotonic`).
+    """
+
+    def __init__(self, *, poller: str = "auto", clock: Optional[Clock] = None) -> None:
+        self.clock: Clock = clock or DEFAULT_CLOCK
+        self.poller = Poller(poller)
+        self.timers = TimerQueue()
+        self.runq = RunQueue()
+        self.files = FileTable()
+        self.tasks: dict[int, Task] = {}  # every task not yet EXITED, by tid
+        self.current: Optional[Task] = None  # the RUNNING task, if any
+        self.main: Optional[Task] = None
+        self.stopping = False  # main has exited: the others are being cancelled
+        self._tids = itertools.count(1)
+        self._signals = SignalWakeup()
+        self._running = False
+        self._closed = False
+
+    # ── Running a program ────────────────────────────────────────────────
+
+    def run(self, main: Target, *args: Any) -> Any:
+        """Run ``main(*args)`` (or the generator/coroutine ``main``) and every task it
+        spawns, until ``main`` finishes. Return its value, or raise its exception.
+
+        Tasks still alive when ``main`` finishes are killed: `Cancelled` is thrown
+        into each, and their cleanup (``finally``, ``with``) runs, and may yield,
+        before ``run`` returns.
+        """
+        if self._closed:
+            raise RuntimeError("this kernel is closed")
+        if self._running:
+            raise RuntimeError("this kernel is already running")
+        self._running = True
+        self.stopping = False
+        wakeup_fd = None
+        try:
+            self.main = task = self.new_task(main, args, None)
+            wakeup_fd = self._signals.install()
+            if wakeup_fd is not None:
+                self.poller.add_kernel_reader(wakeup_fd, self._signals.drain)
+            self._loop()
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            if wakeup_fd is not None:
+                self.poller.remove_kernel_reader(wakeup_fd)
+            self._signals.uninstall()
+            self._running = False
+            self.main = None
+        if task.exception is not None:
+            raise task.exception
+        return task.result
+
+    def _loop(self) -> None:
+        """Poll, expire timers, run the ready tasks; until no task is left."""
+        runq, poller, timers, clock = self.runq, self.poller, self.timers, self.clock
+        step, complete = self._step, self._complete
+        while self.tasks:
+            # Phase 1: wait for I/O, only as long as nothing else can happen.
+            if runq:
+                timeout: Optional[float] = 0.0
+            else:
+                deadline = timers.next_deadline()
+                if deadline is not None:
+                    timeout = max(0.0, deadline - clock())
+                elif poller.waiting:
+                    timeout = None  # only I/O (or a signal) can wake anybody
+                else:
+                    self._deadlock()
+                    continue
+            if timeout != 0.0 or poller.waiting:
+                poller.poll(timeout, complete)
+            if self._signals.pending:
+                self._deliver_sigint()
+            # Phase 2: wake the tasks whose deadlines have passed.
+            if timers.live:
+                timers.expire(clock())
+            # Phase 3: run every task that is ready now; tasks made ready meanwhile wait a pass.
+            for _ in range(len(runq)):
+                step(runq.pop_next())
+
+    def _step(self, task: Task) -> None:
+        """Switch to ``task``: resume its generator and serve its traps until it must wait.
+
+        The only place that resumes tasks. A trap answered at once (data was
+        there, a spawn, a gettid) resumes the task again right here, without
+        a trip through the run queue, up to INLINE_BUDGET times.
+        """
+        assert task.state is READY, f"kernel bug: stepping {task!r}"
+        coro = task.coro
+        assert coro is not None
+        self.current = task
+        task.state = RUNNING
+        send, table = coro.send, TRAP_TABLE
+        value, exc = task.next_value, task.next_exc
+        task.next_value = task.next_exc = None
+        budget = INLINE_BUDGET
+        while True:
+            try:
+                trap = send(value) if exc is None else coro.throw(exc)
+            except StopIteration as stop:
+                self.exit_task(task, stop.value, None)
+                return
+            except BaseException as error:
+                self.exit_task(task, None, error)
+                return
+            if task.pending_exc is not None:  # killed (or Ctrl-C) while it was ready
+                value, exc, task.pending_exc = None, task.pending_exc, None
+                continue
+            service = table.get(type(trap))
+            if service is None:
+                value, exc = None, bad_trap(task, trap)
+                continue
+            try:
+                value = service(self, task, trap)
+            except KernelPanic:
+                raise
+            except BaseException as error:  # the trap failed: raise it in the task, at the trap
+                value, exc = None, error
+                continue
+            exc = None
+            if value is SWITCH:
+                break
+            budget -= 1
+            if not budget:
+                self.make_ready(task, value)
+                break
+        self.current = None
+
+    # ── Task life cycle ──────────────────────────────────────────────────
+
+    def new_task(self, target: Target, args: tuple[Any, ...], name: Optional[str]) -> Task:
+        """Create a READY task running ``target(*args)`` (or the generator/coroutine ``target``)."""
+        coro = _make_coro(target, args)
+        name = name or str(getattr(coro, "__qualname__", "task"))
+        task = Task(next(self._tids), name, coro)
+        self.tasks[task.tid] = task
+        if self.stopping:  # spawned during shutdown: cancelled at its first trap
+            task.cancelled = True
+            task.pending_exc = Cancelled("the kernel is shutting down")
+        self.runq.push(task)
+        return task
+
+    def exit_task(self, task: Task, result: Any, exception: Optional[BaseException]) -> None:
+        """``task`` has returned or raised: record the outcome and wake its joiners and killers."""
+        self.current = None
+        task.state = EXITED
+        task.coro = None
+        task.result, task.exception = result, exception
+        del self.tasks[task.tid]
+        waiters, task.exit_waiters = task.exit_waiters, []
+        for waiter in waiters:
+            if type(waiter.trap) is Join:
+                task.joined = True
+                if exception is not None:
+                    self.wake_exc(waiter, exception)
+                else:
+                    self.wake(waiter, result)
+            else:  # a killer: it only waited for the exit
+                self.wake(waiter, None)
+        if task is self.main:
+            self._stop()
+        elif exception is not None and not task.joined:
+            self._unjoined_failure(task, exception)
+
+    def _unjoined_failure(self, task: Task, exception: BaseException) -> None:
+        if isinstance(exception, Cancelled):
+            return  # being killed is not a failure
+        if isinstance(exception, (KeyboardInterrupt, SystemExit)):
+            # A task asked the whole program to stop: main hears it and run raises it.
+            if self.main is not None and self.main.state is not EXITED:
+                self.interrupt(self.main, exception)
+            return
+        log.error(
+            "task %r (tid %d) died and nobody joins it",
+            task.name,
+            task.tid,
+            exc_info=(type(exception), exception, exception.__traceback__),
+        )
+
+    def cancel(self, task: Task) -> None:
+        """Deliver `Cancelled` into ``task`` once: at its blocking point, or at its next trap."""
+        if not task.cancelled and task.state is not EXITED:
+            task.cancelled = True
+            self.interrupt(task, Cancelled())
+
+    def interrupt(self, task: Task, exc: BaseException) -> None:
+        """Raise ``exc`` in ``task`` where it is suspended: a BLOCKED task leaves its wait
+        now; a READY one gets it at its next trap (its pending result is not lost)."""
+        if task.state is BLOCKED:
+            undo = task.undo
+            assert undo is not None, f"kernel bug: {task!r} is blocked with no undo"
+            undo()
+            self.wake_exc(task, exc)
+        elif task.state is READY:
+            if not isinstance(task.pending_exc, KeyboardInterrupt):
+                task.pending_exc = exc
+        else:
+            raise KernelPanic(f"cannot interrupt {task!r}")
+
+    def _stop(self) -> None:
+        """``main`` has exited: cancel every other task; the loop runs their cleanup."""
+        self.stopping = True
+        for task in list(self.tasks.values()):
+            self.cancel(task)
+
+    # ── Scheduling: the only ways a task becomes READY ───────────────────
+
+    def make_ready(self, task: Task, value: Any) -> None:
+        """Put ``task`` on the run queue, to be resumed with ``value``."""
+        task.state = READY
+        task.next_value = value
+        self.runq.push(task)
+
+    def park(self, task: Task, trap: Any, undo: Callable[[], None]) -> None:
+        """Block ``task`` in ``trap``; ``undo()`` takes it out of whatever it waits on."""
+        task.state = BLOCKED
+        task.trap = trap
+        task.undo = undo
+
+    def wake(self, task: Task, value: Any) -> None:
+        """End ``task``'s wait: it resumes with ``value``."""
+        assert task.state is BLOCKED, f"kernel bug: waking {task!r}"
+        task.trap = task.undo = None
+        task.state = READY
+        task.next_value = value
+        self.runq.push(task)
+
+    def wake_exc(self, task: Task, exc: BaseException) -> None:
+        """End ``task``'s wait: ``exc`` is raised in it, at its trap."""
+        assert task.state is BLOCKED, f"kernel bug: waking {task!r}"
+        task.trap = task.undo = None
+        task.state = READY
+        task.next_exc = exc
+        self.runq.push(task)
+
+    def _complete(self, task: Task) -> bool:
+        return sysio.complete(self, task)
+
+    # ── The ends of a run ────────────────────────────────────────────────
+
+    def _deliver_sigint(self) -> None:
+        self._signals.pending = False
+        if self.stopping or self.main is None:
+            raise KeyboardInterrupt  # Ctrl-C during shutdown: stop now (see _abort)
+        self.interrupt(self.main, KeyboardInterrupt())
+
+    def _deadlock(self) -> None:
+        """Nothing is ready, nobody waits on an fd, no timer is pending."""
+        blocked = sorted(self.tasks.values(), key=lambda t: t.tid)
+        if not self.stopping:
+            lines = "\n".join(f"  {t!r}" for t in blocked)
+            assert self.main is not None and self.main.state is BLOCKED
+            self.interrupt(
+                self.main,
+                Deadlock(f"no task can ever run again, but main has not finished:\n{lines}"),
+            )
+            return
+        # Shutting down, and some cleanup waits for something that will never happen.
+        for task in blocked:
+            log.warning("%r cannot finish its cleanup; closing it", task)
+            undo = task.undo
+            if undo is not None:
+                undo()
+            self._close(task)
+
+    def _close(self, task: Task) -> None:
+        """Throw GeneratorExit into ``task`` (cleanup runs, but may not yield) and end it."""
+        error: Optional[BaseException] = None
+        try:
+            if task.coro is not None:
+                task.coro.close()
+        except BaseException as exc:
+            error = exc
+        if task.state is not EXITED:
+            self.exit_task(task, None, error or Cancelled("closed by the kernel"))
+
+    def _abort(self) -> None:
+        """Emergency stop (a kernel bug, a forced Ctrl-C): close every task without scheduling."""
+        self.stopping = True
+        self.runq.clear()
+        for task in sorted(self.tasks.values(), key=lambda t: t.tid):
+            if task.state is BLOCKED and task.undo is not None:
+                task.undo()
+            task.state = READY  # so exit_task's bookkeeping applies
+            task.exit_waiters.clear()
+            self._close(task)
+        self.runq.clear()
+
+    # ── Resources ────────────────────────────────────────────────────────
+
+    def close(self) -> None:
+        """Close the poller and put back every fd mode the kernel changed."""
+        if self._running:
+            raise RuntimeError("cannot close a running kernel")
+        if self._closed:
+            return
+        self._closed = True
+        self.poller.close()
+        self.files.restore()
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _make_coro(target: Target, args: tuple[Any, ...]) -> Coro:
+    """The generator or coroutine a task will run, from what spawn/run was given."""
+    if isinstance(target, (types.GeneratorType, types.CoroutineType)):
+        if args:
+            raise TypeError(f"arguments given with an already created generator {target!r}")
+        state = (
+            inspect.getgeneratorstate(target)
+            if isinstance(target, types.GeneratorType)
+            else inspect.getcoroutinestate(target)
+        )
+        if state not in ("GEN_CREATED", "CORO_CREATED"):
+            raise ValueError(f"{target!r} has already started or finished ({state})")
+        return target
+    if callable(target):
+        coro = target(*args)
+        if isinstance(coro, (types.GeneratorType, types.CoroutineType)):
+            return coro
+        raise TypeError(
+            f"a task must be a generator or a coroutine: {target!r} returned {coro!r}"
+            " (is it a plain function, without yield or async def?)"
+        )
+    raise TypeError(
+        f"a task must be a generator or coroutine, or a function returning one, not {target!r}"
+    )
+
+
+def run(main: Target, *args: Any, poller: str = "auto") -> Any:
+    """Run ``main(*args)`` in a fresh kernel, close the kernel, and return main's value.
+
+    Raises whatever ``main`` raises. Tasks still alive when ``main`` finishes are
+    cancelled, and their cleanup runs before ``run`` returns.
+    """
+    with Kernel(poller=poller) as k:
+        return k.run(main, *args)

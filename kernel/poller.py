@@ -1,0 +1,299 @@
+"""The poller: which fds tasks wait on, and the OS call that says when they are ready.
+
+Facts that shape this file:
+
+* **Try first, wait second.** An I/O trap first attempts its operation; only
+  when that would block does the task come here. So a wait always begins at
+  a moment the fd is *not* ready, and level-triggered readiness is exact.
+* **Registration is expensive, waiting is frequent.** Telling epoll about an
+  fd is a syscall (``epoll_ctl``). A server's connection waits for input once
+  per request, so the poller keeps each fd registered between waits, with
+  one combined mask for both directions, and changes the registration only
+  when the set of directions someone waits for grows. An echo server does no
+  ``epoll_ctl`` at all per message.
+* **Shrink lazily.** An fd may stay registered for a direction nobody waits
+  for any more. Level-triggered epoll then reports it again and again, so
+  when an event arrives that no task wants, the poller drops that direction
+  (or the whole fd) then, once.
+* **Closing an fd removes it from epoll silently**, and its number may be
+  reused by a new file. So a registration is trusted only while the poller
+  can see it belongs to the same open file: each `Watch` keeps a weak
+  reference to the object the user passed (a socket, a file), and a
+  different object at the same number starts a fresh registration. A bare
+  int fd proves nothing about its file, so its registration is dropped as
+  soon as no task waits on it.
+* **Errors and hang-ups wake both directions**, like CPython's selectors:
+  the retried operation then raises the error, or reads the EOF.
+
+Several tasks may wait on one fd: readers and writers at once, and several
+of each, served first in, first out. The `Poller` keeps all this
+bookkeeping; a small backend class only talks to the OS: `EpollBackend`
+(Linux) or `SelectorBackend` (any `selectors` selector, the fallback).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import selectors
+import weakref
+from typing import Any, Callable, Optional
+
+from .task import Task
+
+READ = 1  # our direction bits; backends translate them to their own
+WRITE = 2
+
+#: The longest single wait; epoll cannot take more than ~24 days, and waking
+#: once a day costs nothing.
+MAX_TIMEOUT = 86400.0
+
+
+class Watch:
+    """One fd as the poller sees it: what the OS has been told, and who waits."""
+
+    __slots__ = ("fd", "owner", "mask", "readers", "writers", "callback")
+
+    def __init__(self, fd: int, owner: Optional[weakref.ref[Any]]) -> None:
+        self.fd = fd
+        self.owner = owner  # weak reference to the user's object; None: a bare number
+        self.mask = 0  # the directions the OS has been asked to report
+        self.readers: list[Task] = []  # tasks waiting to read, first come first served
+        self.writers: list[Task] = []
+        self.callback: Optional[Callable[[], None]] = None  # set for the kernel's own fds
+
+    def __repr__(self) -> str:
+        waiters = f"readers={self.readers} writers={self.writers}"
+        return f"<Watch fd={self.fd} mask={self.mask} {waiters}>"
+
+
+class Backend:
+    """The OS side of a poller: register, modify, unregister, wait."""
+
+    def set(self, fd: int, old: int, new: int) -> None:
+        """Change what the OS reports for ``fd`` from ``old`` to ``new`` (0: nothing)."""
+        raise NotImplementedError
+
+    def wait(self, timeout: Optional[float]) -> list[tuple[int, int]]:
+        """Block up to ``timeout`` seconds (None: for ever); return ``(fd, READ|WRITE bits)``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class EpollBackend(Backend):
+    """Linux epoll, level-triggered."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._in = select.EPOLLIN
+        self._out = select.EPOLLOUT
+        self._err = select.EPOLLERR | select.EPOLLHUP
+
+    def _events(self, mask: int) -> int:
+        return (self._in if mask & READ else 0) | (self._out if mask & WRITE else 0)
+
+    def set(self, fd: int, old: int, new: int) -> None:
+        ep = self._epoll
+        if new == 0:
+            try:
+                ep.unregister(fd)
+            except OSError:
+                pass  # already gone: the fd was closed, which unregisters it
+        elif old == 0:
+            try:
+                ep.register(fd, self._events(new))
+            except FileExistsError:  # still registered from an earlier life of this open file
+                ep.modify(fd, self._events(new))
+        else:
+            try:
+                ep.modify(fd, self._events(new))
+            except FileNotFoundError:  # closed and reopened under the same number
+                ep.register(fd, self._events(new))
+
+    def wait(self, timeout: Optional[float]) -> list[tuple[int, int]]:
+        events = self._epoll.poll(-1 if timeout is None else timeout)
+        if not events:
+            return []
+        rd, wr, both = self._in | self._err, self._out | self._err, READ | WRITE
+        return [
+            (fd, both if ev & rd and ev & wr else READ if ev & rd else WRITE)
+            for fd, ev in events
+        ]
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
+class SelectorBackend(Backend):
+    """Any `selectors.BaseSelector`: the portable fallback."""
+
+    def __init__(self, selector: selectors.BaseSelector) -> None:
+        self._sel = selector
+
+    def set(self, fd: int, old: int, new: int) -> None:
+        # The selector keeps its own map from fd to registration, which a closed and
+        # reused fd makes stale; start from a clean slate on every change (they are rare).
+        try:
+            self._sel.unregister(fd)
+        except (KeyError, ValueError, OSError):
+            pass
+        if new:
+            events = (selectors.EVENT_READ if new & READ else 0) | (
+                selectors.EVENT_WRITE if new & WRITE else 0
+            )
+            self._sel.register(fd, events)
+
+    def wait(self, timeout: Optional[float]) -> list[tuple[int, int]]:
+        try:
+            ready = self._sel.select(timeout)
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                raise
+            return self._bad_fds()
+        return [
+            (
+                key.fd,
+                (READ if ev & selectors.EVENT_READ else 0)
+                | (WRITE if ev & selectors.EVENT_WRITE else 0),
+            )
+            for key, ev in ready
+        ]
+
+    def _bad_fds(self) -> list[tuple[int, int]]:
+        """select() refused a closed fd: report each closed fd as ready, so its waiters
+        retry their operation and see the EBADF themselves."""
+        bad = []
+        for key in list(self._sel.get_map().values()):
+            try:
+                os.fstat(key.fd)
+            except OSError:
+                self._sel.unregister(key.fd)
+                bad.append((key.fd, READ | WRITE))
+        return bad
+
+    def close(self) -> None:
+        self._sel.close()
+
+
+def make_backend(kind: str) -> Backend:
+    """``auto``: epoll where it exists, else the best `selectors` selector."""
+    if kind == "auto":
+        kind = "epoll" if hasattr(select, "epoll") else "selectors"
+    if kind == "epoll":
+        return EpollBackend()
+    factories: dict[str, Callable[[], selectors.BaseSelector]] = {
+        "selectors": selectors.DefaultSelector,
+        "poll": selectors.PollSelector,
+        "select": selectors.SelectSelector,
+    }
+    if kind not in factories:
+        raise ValueError(f"unknown poller {kind!r}: use auto, epoll, selectors, poll or select")
+    return SelectorBackend(factories[kind]())
+
+
+class Poller:
+    """Tasks parked on fds, and the backend that reports readiness."""
+
+    def __init__(self, kind: str = "auto") -> None:
+        self.backend = make_backend(kind)
+        self._watches: dict[int, Watch] = {}
+        self.waiting = 0  # tasks parked on fds (the kernel's own fds are not counted)
+
+    def _watch_for(self, fd: int, file: Any) -> Watch:
+        """The watch of ``fd``, or a fresh one if the old one may belong to another file."""
+        w = self._watches.get(fd)
+        if w is not None and (
+            w.readers or w.writers or w.callback or (w.owner is not None and w.owner() is file)
+        ):
+            return w  # someone waits on it now, or it is the same open file: trust it
+        try:
+            owner: Optional[weakref.ref[Any]] = None if type(file) is int else weakref.ref(file)
+        except TypeError:
+            owner = None
+        # mask 0: we cannot know what the OS still has for this number, so the
+        # next wait registers afresh (the backend copes if it is still there).
+        self._watches[fd] = fresh = Watch(fd, owner)
+        return fresh
+
+    def _set_mask(self, w: Watch, new: int) -> None:
+        self.backend.set(w.fd, w.mask, new)  # if this raises, nothing has changed here
+        w.mask = new
+        if new == 0 and not (w.readers or w.writers or w.callback):
+            del self._watches[w.fd]
+
+    def wait(self, task: Task, fd: int, file: Any, writing: bool) -> None:
+        """Park ``task`` until ``fd`` is readable (or writable). OSError if the fd is unusable."""
+        w = self._watch_for(fd, file)
+        bit = WRITE if writing else READ
+        if not w.mask & bit:
+            self._set_mask(w, w.mask | bit)  # raises for a closed or unpollable fd
+        (w.writers if writing else w.readers).append(task)
+        self.waiting += 1
+
+    def unwait(self, task: Task, fd: int, writing: bool) -> None:
+        """Take a parked task off its fd (it was killed or timed out)."""
+        w = self._watches.get(fd)
+        if w is None:
+            return
+        queue = w.writers if writing else w.readers
+        if task in queue:
+            queue.remove(task)
+            self.waiting -= 1
+            if w.owner is None and not (w.readers or w.writers or w.callback):
+                self._set_mask(w, 0)
+
+    def add_kernel_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever ``fd`` is readable (the kernel's own fds, e.g. signals)."""
+        w = self._watch_for(fd, fd)
+        w.callback = callback
+        self._set_mask(w, READ)
+
+    def remove_kernel_reader(self, fd: int) -> None:
+        w = self._watches.get(fd)
+        if w is not None:
+            w.callback = None
+            self._set_mask(w, 0)
+
+    def poll(self, timeout: Optional[float], complete: Callable[[Task], bool]) -> None:
+        """Wait for readiness, then serve the waiters of each ready fd in FIFO order.
+
+        ``complete(task)`` retries the task's operation and returns True when the
+        task is done waiting (woken with a result or an error); the first False
+        means the fd is not really ready for more, and the rest keep waiting.
+        """
+        if timeout is not None and timeout > MAX_TIMEOUT:
+            timeout = MAX_TIMEOUT
+        watches = self._watches
+        for fd, bits in self.backend.wait(timeout):
+            w = watches.get(fd)
+            if w is None:  # forgotten here, yet the OS still reports it: silence it
+                self.backend.set(fd, READ | WRITE, 0)
+                continue
+            if w.callback is not None:
+                w.callback()
+                continue
+            unwanted = 0
+            for bit, queue in ((READ, w.readers), (WRITE, w.writers)):
+                if not bits & bit:
+                    continue
+                if not queue:
+                    unwanted |= bit
+                while queue and complete(queue[0]):
+                    queue.pop(0)
+                    self.waiting -= 1
+            if unwanted or (w.owner is None and not (w.readers or w.writers)):
+                # Lazy shrink: stop hearing about directions nobody waits for.
+                keep = (READ if w.readers else 0) | (WRITE if w.writers else 0)
+                if keep != w.mask:
+                    self._set_mask(w, keep)
+
+    def watched(self) -> list[Watch]:
+        """Every fd some task waits on (for deadlock reports and ps)."""
+        return [w for w in self._watches.values() if w.readers or w.writers]
+
+    def close(self) -> None:
+        self._watches.clear()
+        self.backend.close()

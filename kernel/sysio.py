@@ -1,0 +1,74 @@
+"""The service routine for every I/O trap: try the operation, wait for the fd only if it must.
+
+This is the kernel's answer to libco's hooked ``read``/``write``: the task
+writes a blocking-looking call, and the kernel turns it into
+*try, park on the fd, retry when ready*::
+
+    1. make sure the fd cannot block the kernel   (files.py)
+    2. trap.attempt()  -> done: resume the task with the result, no switch
+                       -> BlockingIOError: go on
+    3. park the task on (fd, direction)           (poller.py)
+    4. ... the poller reports the fd ready: `complete` calls trap.attempt()
+       again and wakes the task with the result or the error; if the fd
+       was not really ready after all, the task simply keeps waiting.
+
+Errors from the operation (``ECONNRESET``, ``EPIPE``, ``EBADF``...) are the
+task's: they are raised in the task at its trap.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Callable
+
+from .task import Task
+from .traps import (
+    SWITCH,
+    Accept,
+    Connect,
+    IOTrap,
+    Read,
+    Recv,
+    Send,
+    SendAll,
+    WaitReadable,
+    WaitWritable,
+    Write,
+)
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+
+def sys_io(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
+    if trap.try_first:
+        k.files.make_nonblocking(trap.file, trap.fd)
+        try:
+            return trap.attempt()
+        except BlockingIOError:
+            pass
+    k.poller.wait(task, trap.fd, trap.file, trap.writing)  # OSError for an unusable fd
+    k.park(task, trap, functools.partial(k.poller.unwait, task, trap.fd, trap.writing))
+    return SWITCH
+
+
+def complete(k: Kernel, task: Task) -> bool:
+    """The poller says ``task``'s fd is ready: retry its operation.
+
+    Returns True if the task is done waiting (woken with a result or an error).
+    """
+    try:
+        result = task.trap.attempt()
+    except BlockingIOError:
+        return False  # not ready after all: keep waiting
+    except BaseException as exc:  # the operation failed: the task hears of it
+        k.wake_exc(task, exc)
+        return True
+    k.wake(task, result)
+    return True
+
+
+SERVICES: dict[type, Callable[..., Any]] = {
+    cls: sys_io
+    for cls in (Read, Write, Recv, Send, SendAll, Accept, Connect, WaitReadable, WaitWritable)
+}

@@ -1,0 +1,92 @@
+"""Service routines for the process and time traps: spawn, join, kill, gettid, sched_yield, sleep.
+
+Each routine receives the kernel, the task that trapped, and the trap. It
+either returns the trap's result at once (the task resumes without a
+context switch) or arranges for the task's future (parks it, with the undo
+that takes it out of the wait again, or queues it) and returns `SWITCH`.
+Whatever a routine raises is raised in the task, at the trap: it acted on
+that task's behalf and with that task's arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import Cancelled
+from .task import Task, TaskState
+from .traps import SWITCH, GetTid, Join, Kill, SchedYield, Sleep, Spawn
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+
+def sys_spawn(k: Kernel, task: Task, trap: Spawn) -> Any:
+    return k.new_task(trap.target, trap.args, trap.name)
+
+
+def sys_gettid(k: Kernel, task: Task, trap: GetTid) -> Any:
+    return task.tid
+
+
+def sys_sched_yield(k: Kernel, task: Task, trap: Any) -> Any:
+    k.make_ready(task, None)  # to the back of the run queue
+    return SWITCH
+
+
+def sys_sleep(k: Kernel, task: Task, trap: Sleep) -> Any:
+    seconds = trap.seconds
+    if seconds == 0.0:
+        return sys_sched_yield(k, task, trap)
+    if math.isinf(seconds):
+        k.park(task, trap, _nothing_to_undo)  # only kill (or deadlock) ends this wait
+        return SWITCH
+    timer = k.timers.add(k.clock() + seconds, functools.partial(k.wake, task, None))
+    k.park(task, trap, functools.partial(k.timers.cancel, timer))
+    return SWITCH
+
+
+def _nothing_to_undo() -> None:
+    pass
+
+
+def sys_join(k: Kernel, task: Task, trap: Join) -> Any:
+    target = trap.task
+    if target.state is TaskState.EXITED:
+        target.joined = True
+        if target.exception is not None:
+            raise target.exception
+        return target.result
+    if target is task:
+        raise RuntimeError(f"{task!r} cannot join itself: it would wait for ever")
+    _wait_for_exit(k, task, trap, target)
+    return SWITCH
+
+
+def sys_kill(k: Kernel, task: Task, trap: Kill) -> Any:
+    target = trap.task
+    if target.state is TaskState.EXITED:
+        return None  # killing a dead task is a no-op
+    if target is task:
+        task.cancelled = True
+        raise Cancelled(f"{task!r} killed itself")
+    k.cancel(target)  # delivers Cancelled once, however often it is killed
+    _wait_for_exit(k, task, trap, target)
+    return SWITCH
+
+
+def _wait_for_exit(k: Kernel, task: Task, trap: Any, target: Task) -> None:
+    """Park ``task`` until ``target`` exits (`Kernel.exit_task` wakes the exit waiters)."""
+    target.exit_waiters.append(task)
+    k.park(task, trap, functools.partial(target.exit_waiters.remove, task))
+
+
+SERVICES: dict[type, Callable[..., Any]] = {
+    Spawn: sys_spawn,
+    Join: sys_join,
+    Kill: sys_kill,
+    GetTid: sys_gettid,
+    SchedYield: sys_sched_yield,
+    Sleep: sys_sleep,
+}

@@ -1,0 +1,100 @@
+"""The task control block (TCB): everything the kernel knows about one task.
+
+A task is a generator (or an ``async def`` coroutine). Its *saved context*
+is the suspended generator frame itself: the instruction pointer, the local
+variables and the whole chain of ``yield from`` / ``await`` frames are kept
+by Python inside the generator object. So a context switch is just
+``coro.send(value)``, and the TCB only has to remember what to send next.
+
+A task moves through four states, as a process does in xv6::
+
+          spawn             picked by the run loop
+    ──────────────► READY ─────────────────────────► RUNNING
+                      ▲                                 │ │
+                      │  wakeup: I/O ready, timer,      │ │ trap that must wait
+                      │  joined task exits, kill        │ │
+                      └────────────── BLOCKED ◄─────────┘ │
+                                                          │ return / raise
+                                                 EXITED ◄─┘
+
+Invariants (checked where the state changes):
+
+* READY   <=> the task is in the run queue exactly once.
+* BLOCKED <=> ``undo`` is set: the one way to take it out of whatever it
+  waits on (poller, timer queue, another task's exit waiters). Recording the
+  undo at the moment of blocking is what makes kill and timeouts correct.
+* RUNNING  => it is the kernel's ``current`` task.
+* EXITED   => ``coro`` is gone and ``result``/``exception`` are final.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, Coroutine, Generator, Optional, Union
+
+#: What a task runs: a generator or a coroutine object (both have send/throw/close).
+Coro = Union[Generator[Any, Any, Any], Coroutine[Any, Any, Any]]
+
+
+class TaskState(enum.Enum):
+    """Where a task is in its life; the names are the OS ones."""
+
+    READY = "ready"  # in the run queue, waiting for the CPU
+    RUNNING = "running"  # the one task whose frame is executing now
+    BLOCKED = "blocked"  # parked until an event (fd, timer, exit, ...) wakes it
+    EXITED = "exited"  # finished: returned, raised, or was killed
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Task:
+    """The task control block. The kernel owns every field; user code only reads."""
+
+    __slots__ = (
+        "tid",
+        "name",
+        "coro",
+        "state",
+        "next_value",
+        "next_exc",
+        "pending_exc",
+        "trap",
+        "undo",
+        "exit_waiters",
+        "cancelled",
+        "result",
+        "exception",
+        "joined",
+        "__weakref__",
+    )
+
+    def __init__(self, tid: int, name: str, coro: Coro) -> None:
+        self.tid = tid  # unique id, never reused within a kernel
+        self.name = name  # for people: ps listings, logs, repr
+        self.coro: Optional[Coro] = coro  # the saved context; None once EXITED
+        self.state = TaskState.READY
+        # What the run loop delivers at the next resume: a value, or an exception to throw.
+        self.next_value: Any = None
+        self.next_exc: Optional[BaseException] = None
+        # An exception to throw at the task's *next* trap (kill or Ctrl-C of a READY task).
+        self.pending_exc: Optional[BaseException] = None
+        # While BLOCKED: the trap it waits in, and how to take it out of that wait.
+        self.trap: Any = None
+        self.undo: Optional[Callable[[], None]] = None
+        # Tasks blocked in join() or kill() on this task, woken when it exits.
+        self.exit_waiters: list[Task] = []
+        self.cancelled = False  # kill() has been asked for (Cancelled is delivered once)
+        # Final outcome, once EXITED.
+        self.result: Any = None
+        self.exception: Optional[BaseException] = None
+        self.joined = False  # someone has collected the outcome (so a failure is not reported)
+
+    def __repr__(self) -> str:
+        state = str(self.state)
+        if self.state is TaskState.BLOCKED and self.trap is not None:
+            state += f" in {self.trap!r}"
+        elif self.state is TaskState.EXITED:
+            if self.exception is not None:
+                state += f" with {type(self.exception).__name__}"
+        return f"<Task tid={self.tid} name={self.name!r} {state}>"

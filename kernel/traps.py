@@ -1,0 +1,346 @@
+"""The trap ABI: the objects a task yields to ask the kernel for something.
+
+A trap is the only way into the kernel, as the ``ecall`` instruction is in
+xv6. A task builds a small request object and yields it; the run loop looks
+up the trap's class in the trap table (`kernel.syscall`) and runs the service
+routine, which either returns the result at once or parks the task until the
+result exists. These classes are the kernel's ``syscall.h``: they say *what*
+is asked, with the arguments already checked, so a bad argument raises in
+the task at the very line that made the call.
+
+Every trap is awaitable and iterable, and both simply yield the trap itself
+and return what the kernel sends back. So the same trap works three ways::
+
+    data = yield recv(sock, 100)             # generator task
+    data = await recv(sock, 100)             # async def task
+    data = yield from recv(sock, 100)        # inside a helper generator
+
+I/O traps (`IOTrap`) also carry the one non-blocking operation they stand
+for, `IOTrap.attempt`. The kernel calls it first; only if it would block
+(``BlockingIOError``) does the task wait for the fd, and when the poller says
+the fd is ready the kernel calls `attempt` again. Traps are immutable
+requests, except that `SendAll` and `Connect` record their progress in
+themselves, since they may need several attempts to complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import operator
+import os
+import socket
+from typing import TYPE_CHECKING, Any, Callable, Generator, Generic, Optional, TypeVar, Union
+
+from .task import Task
+
+if TYPE_CHECKING:
+    from .task import Coro
+
+T = TypeVar("T")
+
+#: An fd: a plain int, or anything with a ``fileno()`` method (sockets, files, pipes' file objects).
+FileLike = Any
+#: What can become a task: a generator/coroutine object, or a function returning one.
+Target = Union["Coro", Callable[..., "Coro"]]
+
+
+class Trap(Generic[T]):
+    """Base of every trap. ``T`` is the type of the result the kernel sends back."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Trap[T], Any, T]:
+        result: T = yield self
+        return result
+
+    __iter__ = __await__
+
+    def __repr__(self) -> str:
+        fields = []
+        for cls in reversed(type(self).__mro__):
+            for name in getattr(cls, "__slots__", ()):
+                if not name.startswith("_"):
+                    fields.append(f"{name}={getattr(self, name, None)!r}")
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+
+# ── Process and time traps (serviced in sysproc.py) ──────────────────────────
+
+
+class Spawn(Trap[Task]):
+    """Create a new task running ``target(*args)``; returns its `Task` handle."""
+
+    __slots__ = ("target", "args", "name")
+
+    def __init__(self, target: Target, args: tuple[Any, ...], name: Optional[str]) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"spawn: name must be a str, not {type(name).__name__}")
+        self.target = target
+        self.args = args
+        self.name = name
+
+
+class Join(Trap[Any]):
+    """Wait for a task to exit; return its result or raise its exception."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: Task) -> None:
+        self.task = _check_task("join", task)
+
+    def __repr__(self) -> str:  # short: a full Task repr could recurse through join cycles
+        return f"Join(task={_short(self.task)})"
+
+
+class Kill(Trap[None]):
+    """Throw `Cancelled` into a task and wait until it has exited."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: Task) -> None:
+        self.task = _check_task("kill", task)
+
+    def __repr__(self) -> str:
+        return f"Kill(task={_short(self.task)})"
+
+
+class GetTid(Trap[int]):
+    """Return the running task's id."""
+
+    __slots__ = ()
+
+
+class SchedYield(Trap[None]):
+    """Give up the CPU; resume after every other task that is ready now."""
+
+    __slots__ = ()
+
+
+class Sleep(Trap[None]):
+    """Block for ``seconds`` on the kernel clock (``inf`` blocks for ever)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        seconds = float(seconds)  # TypeError here, in the caller, for a non-number
+        if not seconds >= 0.0:  # also catches NaN
+            raise ValueError(f"sleep length must be a non-negative number, not {seconds!r}")
+        self.seconds = seconds
+
+
+# ── I/O traps (serviced in sysio.py) ─────────────────────────────────────────
+
+
+def fileno(f: FileLike) -> int:
+    """The fd number of an int or of an object with ``fileno()``; OSError if it is closed."""
+    if type(f) is int:
+        fd: int = f
+    else:
+        try:
+            get = f.fileno
+        except AttributeError:
+            raise TypeError(
+                f"expected an fd (an int or an object with fileno()), not {type(f).__name__}"
+            ) from None
+        fd = get()
+    if fd < 0:
+        raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)}: {f!r} is closed or invalid")
+    return fd
+
+
+class IOTrap(Trap[T]):
+    """A trap that may wait for an fd to become readable (or writable).
+
+    ``file`` is what the user passed (kept so the kernel can tell the same
+    open file from a new one that reuses its number), ``fd`` its number.
+    """
+
+    __slots__ = ("file", "fd")
+    writing = False  # which readiness it waits for when the operation would block
+    try_first = True  # attempt the operation before waiting at all
+
+    def __init__(self, file: FileLike) -> None:
+        self.file = file
+        self.fd = fileno(file)
+
+    def attempt(self) -> T:
+        """Do the operation without blocking; raise BlockingIOError if it would block."""
+        raise NotImplementedError
+
+
+class WaitReadable(IOTrap[None]):
+    """Block until ``fd`` is readable (or at EOF, or in error)."""
+
+    __slots__ = ()
+    try_first = False
+
+    def attempt(self) -> None:
+        return None
+
+
+class WaitWritable(IOTrap[None]):
+    """Block until ``fd`` is writable (or in error)."""
+
+    __slots__ = ()
+    writing = True
+    try_first = False
+
+    def attempt(self) -> None:
+        return None
+
+
+def _check_size(n: int) -> int:
+    n = operator.index(n)  # TypeError for a float or a str, as os.read gives
+    if n < 0:
+        raise ValueError(f"size must be non-negative, not {n!r}")
+    return n
+
+
+class Read(IOTrap[bytes]):
+    """``os.read(fd, n)``: up to ``n`` bytes; ``b''`` at end of file."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, file: FileLike, n: int) -> None:
+        super().__init__(file)
+        self.n = _check_size(n)
+
+    def attempt(self) -> bytes:
+        return os.read(self.fd, self.n)
+
+
+class Write(IOTrap[int]):
+    """``os.write(fd, data)``: returns how many bytes were written (maybe fewer than all)."""
+
+    __slots__ = ("data",)
+    writing = True
+
+    def __init__(self, file: FileLike, data: bytes) -> None:
+        super().__init__(file)
+        self.data = data
+
+    def attempt(self) -> int:
+        return os.write(self.fd, self.data)
+
+
+class SocketTrap(IOTrap[T]):
+    """An I/O trap on a socket object: the operation is one of the socket's methods."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        if not isinstance(sock, socket.socket):
+            raise TypeError(f"expected a socket.socket, not {type(sock).__name__}")
+        super().__init__(sock)
+        self.sock = sock
+
+
+class Recv(SocketTrap[bytes]):
+    """``sock.recv(n)``: up to ``n`` bytes; ``b''`` when the peer has closed."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, sock: socket.socket, n: int) -> None:
+        super().__init__(sock)
+        self.n = _check_size(n)
+
+    def attempt(self) -> bytes:
+        return self.sock.recv(self.n)
+
+
+class Send(SocketTrap[int]):
+    """``sock.send(data)``: returns how many bytes were sent."""
+
+    __slots__ = ("data",)
+    writing = True
+
+    def __init__(self, sock: socket.socket, data: bytes) -> None:
+        super().__init__(sock)
+        self.data = data
+
+    def attempt(self) -> int:
+        return self.sock.send(self.data)
+
+
+class SendAll(SocketTrap[None]):
+    """Send every byte of ``data``, waiting for buffer space as often as needed."""
+
+    __slots__ = ("_rest",)
+    writing = True
+
+    def __init__(self, sock: socket.socket, data: bytes) -> None:
+        super().__init__(sock)
+        self._rest = memoryview(data).cast("B")  # what is still to send: the trap's progress
+
+    @property
+    def remaining(self) -> int:
+        """Bytes not yet sent (all of them sent once the trap completes)."""
+        return len(self._rest)
+
+    def attempt(self) -> None:
+        rest = self._rest
+        while rest:
+            rest = self._rest = rest[self.sock.send(rest) :]
+        return None
+
+
+class Accept(SocketTrap[tuple[socket.socket, Any]]):
+    """``sock.accept()``: a new connection ``(conn, address)``; ``conn`` is non-blocking."""
+
+    __slots__ = ()
+
+    def attempt(self) -> tuple[socket.socket, Any]:
+        conn, address = self.sock.accept()
+        conn.setblocking(False)
+        return conn, address
+
+
+class Connect(SocketTrap[None]):
+    """``sock.connect(address)`` without blocking: start it, wait for writable, read the outcome."""
+
+    __slots__ = ("address", "_started")
+    writing = True
+
+    def __init__(self, sock: socket.socket, address: Any) -> None:
+        super().__init__(sock)
+        self.address = address
+        self._started = False
+
+    def attempt(self) -> None:
+        if self._started:
+            # The connection attempt has finished (the socket became writable):
+            # SO_ERROR says how it ended.
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        else:
+            err = self.sock.connect_ex(self.address)
+            # EAGAIN (a Unix socket's full backlog) means "try connect again later".
+            self._started = err != errno.EAGAIN
+        if err in (0, errno.EISCONN):
+            return None
+        if err in (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN, errno.EWOULDBLOCK):
+            raise BlockingIOError(err, os.strerror(err))
+        raise OSError(err, f"{os.strerror(err)}: connect to {self.address!r}")
+
+
+def _short(task: Task) -> str:
+    return f"<tid {task.tid} {task.name!r}>"
+
+
+def _check_task(what: str, task: Any) -> Task:
+    if not isinstance(task, Task):
+        raise TypeError(f"{what}: expected a Task (as returned by spawn), not {task!r}")
+    return task
+
+
+class _Switch:
+    def __repr__(self) -> str:
+        return "SWITCH"
+
+
+#: What a service routine answers for a trap whose result is not ready yet: it
+#: has parked the task (or queued it again), and the CPU switches to another task.
+SWITCH: Any = _Switch()
+
+# The two traps without arguments are shared: traps are immutable, so one instance serves all.
+GETTID = GetTid()
+SCHED_YIELD = SchedYield()
