@@ -35,8 +35,11 @@ class FileTable:
     """Remembers every fd whose blocking mode the kernel changed, to restore it on close."""
 
     def __init__(self) -> None:
-        # Sockets switched to non-blocking, with the timeout they had before.
-        self._sockets: list[tuple[weakref.ref[socket.socket], Optional[float]]] = []
+        # Sockets switched to non-blocking, with the timeout they had before
+        # (weak keys: a socket the program has dropped needs nothing put back).
+        self._sockets: weakref.WeakKeyDictionary[socket.socket, Optional[float]] = (
+            weakref.WeakKeyDictionary()
+        )
         # Other fds switched to non-blocking: fd -> (device, inode) of the file it was.
         self._fds: dict[int, tuple[int, int]] = {}
         # Objects with fileno() already made non-blocking: fd -> weak reference to the object.
@@ -50,7 +53,7 @@ class FileTable:
         elif isinstance(file, socket.socket):
             timeout = file.gettimeout()
             if timeout != 0.0:
-                self._sockets.append((weakref.ref(file), timeout))
+                self._sockets.setdefault(file, timeout)
                 file.setblocking(False)
         else:
             ref = self._checked.get(fd)
@@ -69,9 +72,8 @@ class FileTable:
 
     def restore(self) -> None:
         """Put back the blocking mode of every fd the kernel changed that is still the same file."""
-        for ref, timeout in self._sockets:
-            sock = ref()
-            if sock is not None and sock.fileno() >= 0:
+        for sock, timeout in list(self._sockets.items()):
+            if sock.fileno() >= 0:
                 sock.settimeout(timeout)
         for fd, identity in self._fds.items():
             try:

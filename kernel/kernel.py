@@ -200,9 +200,9 @@ class Kernel:
         name = name or str(getattr(coro, "__qualname__", "task"))
         task = Task(next(self._tids), name, coro)
         self.tasks[task.tid] = task
-        if self.stopping:  # spawned during shutdown: cancelled at its first trap
+        if self.stopping:  # spawned during shutdown: cancelled before it starts
             task.cancelled = True
-            task.pending_exc = Cancelled("the kernel is shutting down")
+            task.next_exc = Cancelled("the kernel is shutting down")
         self.runq.push(task)
         return task
 
@@ -258,7 +258,9 @@ class Kernel:
             undo()
             self.wake_exc(task, exc)
         elif task.state is READY:
-            if not isinstance(task.pending_exc, KeyboardInterrupt):
+            if _not_started(task):
+                task.next_exc = exc  # thrown before its first line: the body never runs
+            elif not isinstance(task.pending_exc, KeyboardInterrupt):
                 task.pending_exc = exc
         else:
             raise KernelPanic(f"cannot interrupt {task!r}")
@@ -323,6 +325,8 @@ class Kernel:
             return
         # Shutting down, and some cleanup waits for something that will never happen.
         for task in blocked:
+            if task.state is not BLOCKED:
+                continue  # woken by the exit of one closed before it
             log.warning("%r cannot finish its cleanup; closing it", task)
             undo = task.undo
             if undo is not None:
@@ -369,6 +373,15 @@ class Kernel:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def _not_started(task: Task) -> bool:
+    coro = task.coro
+    if isinstance(coro, types.GeneratorType):
+        return inspect.getgeneratorstate(coro) == inspect.GEN_CREATED
+    if isinstance(coro, types.CoroutineType):
+        return inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+    return False
 
 
 def _make_coro(target: Target, args: tuple[Any, ...]) -> Coro:

@@ -141,6 +141,7 @@ class SelectorBackend(Backend):
         except (KeyError, ValueError, OSError):
             pass
         if new:
+            os.fstat(fd)  # poll() and select() take a closed fd without complaint: check it
             events = (selectors.EVENT_READ if new & READ else 0) | (
                 selectors.EVENT_WRITE if new & WRITE else 0
             )
