@@ -98,10 +98,7 @@ class EpollBackend(Backend):
     def set(self, fd: int, old: int, new: int) -> None:
         ep = self._epoll
         if new == 0:
-            try:
-                ep.unregister(fd)
-            except OSError:
-                pass  # already gone: the fd was closed, which unregisters it
+            ep.unregister(fd)  # OSError if the number was closed: see Poller._rebuild
         elif old == 0:
             try:
                 ep.register(fd, self._events(new))
@@ -140,7 +137,9 @@ class SelectorBackend(Backend):
             self._sel.unregister(fd)
         except (KeyError, ValueError, OSError):
             pass
-        if new:
+        if not new:
+            os.fstat(fd)  # as epoll_ctl does, fail for a closed number: see Poller._rebuild
+        else:
             os.fstat(fd)  # poll() and select() take a closed fd without complaint: check it
             events = (selectors.EVENT_READ if new & READ else 0) | (
                 selectors.EVENT_WRITE if new & WRITE else 0
@@ -199,6 +198,7 @@ class Poller:
     """Tasks parked on fds, and the backend that reports readiness."""
 
     def __init__(self, kind: str = "auto") -> None:
+        self.kind = kind
         self.backend = make_backend(kind)
         self._watches: dict[int, Watch] = {}
         self.waiting = 0  # tasks parked on fds (the kernel's own fds are not counted)
@@ -220,10 +220,32 @@ class Poller:
         return fresh
 
     def _set_mask(self, w: Watch, new: int) -> None:
-        self.backend.set(w.fd, w.mask, new)  # if this raises, nothing has changed here
-        w.mask = new
+        """Tell the OS the new mask. If that raises, nothing has changed here, except
+        that a watch nobody needs any more is forgotten all the same."""
         if new == 0 and not (w.readers or w.writers or w.callback):
             del self._watches[w.fd]
+        self.backend.set(w.fd, w.mask, new)
+        w.mask = new
+
+    def _rebuild(self) -> None:
+        """Start a fresh OS poller and register every watch in it again.
+
+        Discussion: the OS reported an fd nobody wants, and removing it failed
+        because its number is closed. That happens when the program closed an fd
+        while a duplicate (``dup``, a forked child) keeps the open file alive:
+        epoll keeps reporting the file under the old number, and ``epoll_ctl``
+        cannot name it any more. Level-triggered, it would wake us for ever. The
+        only cure is a new epoll instance; it is rare, so its O(fds) cost is fine.
+        """
+        old, self.backend = self.backend, make_backend(self.kind)
+        old.close()
+        for w in list(self._watches.values()):
+            if w.mask:
+                mask, w.mask = w.mask, 0
+                try:
+                    self._set_mask(w, mask)
+                except OSError:
+                    pass  # closed meanwhile; its waiters learn of it when they retry
 
     def wait(self, task: Task, fd: int, file: Any, writing: bool) -> None:
         """Park ``task`` until ``fd`` is readable (or writable). OSError if the fd is unusable."""
@@ -244,7 +266,10 @@ class Poller:
             queue.remove(task)
             self.waiting -= 1
             if w.owner is None and not (w.readers or w.writers or w.callback):
-                self._set_mask(w, 0)
+                try:
+                    self._set_mask(w, 0)
+                except OSError:
+                    pass  # the number was closed, which unregistered it
 
     def add_kernel_reader(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback()`` whenever ``fd`` is readable (the kernel's own fds, e.g. signals)."""
@@ -256,7 +281,7 @@ class Poller:
         w = self._watches.get(fd)
         if w is not None:
             w.callback = None
-            self._set_mask(w, 0)
+            self._set_mask(w, 0)  # before the fd is closed, so this cannot fail
 
     def poll(self, timeout: Optional[float], complete: Callable[[Task], bool]) -> None:
         """Wait for readiness, then serve the waiters of each ready fd in FIFO order.
@@ -271,7 +296,10 @@ class Poller:
         for fd, bits in self.backend.wait(timeout):
             w = watches.get(fd)
             if w is None:  # forgotten here, yet the OS still reports it: silence it
-                self.backend.set(fd, READ | WRITE, 0)
+                try:
+                    self.backend.set(fd, READ | WRITE, 0)
+                except OSError:
+                    self._rebuild()
                 continue
             if w.callback is not None:
                 w.callback()
@@ -289,7 +317,10 @@ class Poller:
                 # Lazy shrink: stop hearing about directions nobody waits for.
                 keep = (READ if w.readers else 0) | (WRITE if w.writers else 0)
                 if keep != w.mask:
-                    self._set_mask(w, keep)
+                    try:
+                        self._set_mask(w, keep)
+                    except OSError:
+                        self._rebuild()
 
     def watched(self) -> list[Watch]:
         """Every fd some task waits on (for deadlock reports and ps)."""

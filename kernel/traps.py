@@ -262,6 +262,10 @@ class Send(SocketTrap[int]):
         return self.sock.send(self.data)
 
 
+#: The most `SendAll` hands to one ``send`` call (more than a socket buffer takes at once).
+SEND_CHUNK = 1 << 18
+
+
 class SendAll(SocketTrap[None]):
     """Send every byte of ``data``, waiting for buffer space as often as needed."""
 
@@ -280,7 +284,9 @@ class SendAll(SocketTrap[None]):
     def attempt(self) -> None:
         rest = self._rest
         while rest:
-            rest = self._rest = rest[self.sock.send(rest) :]
+            # At most SEND_CHUNK per call: PyPy copies the whole buffer it is
+            # given, which would make a large sendall quadratic.
+            rest = self._rest = rest[self.sock.send(rest[:SEND_CHUNK]) :]
         return None
 
 
