@@ -47,7 +47,12 @@ def sys_io(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
             return trap.attempt()
         except BlockingIOError:
             pass
-    k.poller.wait(task, trap.fd, trap.file, trap.writing)  # OSError for an unusable fd
+    try:
+        k.poller.wait(task, trap.fd, trap.file, trap.writing)  # OSError for an unusable fd
+    except PermissionError:
+        # epoll refuses regular files and directories: they never block, and
+        # poll() and select() call them ready at once, so answer at once too.
+        return trap.attempt()
     k.park(task, trap, functools.partial(k.poller.unwait, task, trap.fd, trap.writing))
     return SWITCH
 

@@ -26,6 +26,7 @@ themselves, since they may need several attempts to complete.
 from __future__ import annotations
 
 import errno
+import numbers
 import operator
 import os
 import socket
@@ -122,7 +123,10 @@ class Sleep(Trap[None]):
     __slots__ = ("seconds",)
 
     def __init__(self, seconds: float) -> None:
-        seconds = float(seconds)  # TypeError here, in the caller, for a non-number
+        if type(seconds) is not float:
+            if not isinstance(seconds, numbers.Real):
+                raise TypeError(f"sleep length must be a number, not {type(seconds).__name__}")
+            seconds = float(seconds)
         if not seconds >= 0.0:  # also catches NaN
             raise ValueError(f"sleep length must be a non-negative number, not {seconds!r}")
         self.seconds = seconds

@@ -1,0 +1,450 @@
+"""The kernel's data structures alone, with plain numbers; and the corners of the run loop."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+
+import pytest
+
+import kernel
+from conftest import POLLERS, run
+from kernel.poller import READ, WRITE, Poller
+from kernel.scheduler import RunQueue
+from kernel.task import Task
+from kernel.timers import TimerQueue
+from syscalls import join, kill, read, recv, sendall, sleep, spawn, wait_readable
+
+
+def _noop():
+    return None
+    yield
+
+
+def make_task(tid: int) -> Task:
+    return Task(tid, f"t{tid}", _noop())
+
+
+# ── timers ───────────────────────────────────────────────────────────────
+
+
+def test_timer_queue_fires_in_deadline_order_with_fifo_ties():
+    q = TimerQueue()
+    fired = []
+    for deadline, label in [(3.0, "c"), (1.0, "a1"), (2.0, "b"), (1.0, "a2")]:
+        q.add(deadline, lambda label=label: fired.append(label))
+    assert q.next_deadline() == 1.0
+    assert q.expire(0.5) == 0
+    assert q.expire(2.0) == 3
+    assert fired == ["a1", "a2", "b"]
+    assert len(q) == 1 and q.next_deadline() == 3.0
+
+
+def test_timer_queue_lazy_cancel_and_compaction():
+    q = TimerQueue()
+    fired = []
+    timers = [q.add(float(i), lambda i=i: fired.append(i)) for i in range(1000)]
+    for t in timers[:-10]:
+        q.cancel(t)
+    q.cancel(timers[0])  # cancelling twice is a no-op
+    assert len(q) == 10
+    assert len(q._heap) < 200  # dead entries were compacted away, not kept for ever
+    assert q.next_deadline() == 990.0
+    assert q.expire(math.inf) == 10
+    assert fired == list(range(990, 1000))
+    assert q.next_deadline() is None
+    assert "done" in repr(timers[0])
+
+
+# ── run queue ────────────────────────────────────────────────────────────
+
+
+def test_run_queue_is_fifo():
+    rq = RunQueue()
+    tasks = [make_task(i) for i in range(3)]
+    for t in tasks:
+        rq.push(t)
+    assert [rq.pop_next() for _ in range(3)] == tasks
+    assert not rq
+    for t in tasks:
+        t.coro.close()
+
+
+# ── poller ───────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("kind", POLLERS)
+def test_poller_keeps_registration_between_waits_and_drops_stale_owner(kind):
+    p = Poller(kind)
+    a, b = socket.socketpair()
+    try:
+        t1, t2 = make_task(1), make_task(2)
+        p.wait(t1, a.fileno(), a, writing=False)
+        assert p.waiting == 1
+        done = []
+
+        def complete(task):
+            done.append(task.tid)
+            return True
+
+        b.send(b"x")
+        p.poll(1.0, complete)
+        assert done == [1] and p.waiting == 0
+        watch = p._watches[a.fileno()]
+        assert watch.mask == READ  # still registered: the next wait costs no syscall
+        a.recv(1)
+        p.wait(t2, a.fileno(), a, writing=True)
+        assert watch.mask == READ | WRITE
+        p.poll(1.0, complete)
+        assert done == [1, 2]
+        # Nobody waits any more: readiness nobody wants shrinks the registration.
+        b.send(b"y")
+        p.poll(0.0, complete)
+        p.poll(0.0, complete)
+        assert a.fileno() not in p._watches
+        for t in (t1, t2):
+            t.coro.close()
+    finally:
+        a.close()
+        b.close()
+        p.close()
+
+
+@pytest.mark.parametrize("kind", POLLERS)
+def test_reused_fd_number_is_registered_afresh(kind):
+    """A socket closed while registered, and a new one given the same number, must still wake."""
+    p = Poller(kind)
+    t1, t2 = make_task(1), make_task(2)
+    done = []
+
+    def complete(task):
+        done.append(task.tid)
+        return True
+
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    p.wait(t1, fd, a, writing=False)
+    b.send(b"x")
+    p.poll(1.0, complete)
+    a.close()  # epoll forgets it silently; the watch still says READ
+    b.close()
+    c, d = socket.socketpair()
+    try:
+        assert fd in (c.fileno(), d.fileno())
+        sock = c if c.fileno() == fd else d
+        peer = d if sock is c else c
+        p.wait(t2, fd, sock, writing=False)
+        peer.send(b"y")
+        p.poll(1.0, complete)
+        assert done == [1, 2]
+    finally:
+        c.close()
+        d.close()
+        p.close()
+        for t in (t1, t2):
+            t.coro.close()
+
+
+def test_int_fd_registration_is_dropped_after_the_wait():
+    p = Poller("epoll")
+    r, w = os.pipe()
+    try:
+        t = make_task(1)
+        p.wait(t, r, r, writing=False)
+        p.unwait(t, r, writing=False)
+        assert r not in p._watches  # a bare number proves nothing about its file later
+        p.unwait(t, r, writing=False)  # twice is harmless
+        t.coro.close()
+    finally:
+        os.close(r)
+        os.close(w)
+        p.close()
+
+
+def test_unknown_poller_name():
+    with pytest.raises(ValueError, match="unknown poller"):
+        kernel.Kernel(poller="kqueue-on-linux")
+
+
+# ── run loop corners ─────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "value, hint",
+    [
+        (None, "bare `yield`"),
+        (42, "not a trap"),
+        (sleep, "not a trap"),
+        (kernel.Trap, "is a class"),
+    ],
+)
+def test_bad_yield_hints(value, hint):
+    def main():
+        try:
+            yield value
+        except TypeError as exc:
+            return str(exc)
+        return "no error"
+
+    message = run(main)
+    assert hint in message and "main" in message
+
+
+def test_bad_yield_of_generator_and_coroutine():
+    async def coro():
+        return 1
+
+    def helper():
+        yield sleep(0)
+
+    def main():
+        messages = []
+        for value in (helper(), coro()):
+            try:
+                yield value
+            except TypeError as exc:
+                messages.append(str(exc))
+        return messages
+
+    gen_msg, coro_msg = run(main)
+    assert "yield from" in gen_msg
+    assert "await" in coro_msg
+
+
+def test_cleanup_that_blocks_for_ever_is_closed_at_shutdown(caplog):
+    trace = []
+
+    def stubborn():
+        try:
+            yield sleep(math.inf)
+        finally:
+            trace.append("cleanup-start")
+            try:
+                yield sleep(math.inf)  # waits for something that never comes
+            finally:
+                trace.append("closed")
+
+    def main():
+        yield spawn(stubborn)
+        yield sleep(0)
+
+    with caplog.at_level(logging.WARNING, logger="yieldos"):
+        run(main)
+    assert trace == ["cleanup-start", "closed"]
+    assert "cannot finish its cleanup" in caplog.text
+
+
+def test_killed_task_that_raises_in_cleanup_is_reported(caplog):
+    def messy():
+        try:
+            yield sleep(math.inf)
+        finally:
+            raise ValueError("broken cleanup")
+
+    def main():
+        t = yield spawn(messy)
+        yield sleep(0)
+        yield kill(t)
+        return t
+
+    with caplog.at_level(logging.ERROR, logger="yieldos"):
+        t = run(main)
+    assert isinstance(t.exception, ValueError)
+    assert "broken cleanup" in caplog.text and "messy" in caplog.text
+
+
+def test_system_exit_in_a_task_stops_the_program():
+    trace = []
+
+    def quitter():
+        yield sleep(0)
+        raise SystemExit(3)
+
+    def main():
+        try:
+            yield spawn(quitter)
+            yield sleep(math.inf)
+        finally:
+            trace.append("main-cleanup")
+
+    with pytest.raises(SystemExit) as info:
+        run(main)
+    assert info.value.code == 3
+    assert trace == ["main-cleanup"]
+
+
+def test_kernel_panic_aborts_and_closes_every_task(monkeypatch):
+    trace = []
+
+    def victim():
+        try:
+            yield sleep(math.inf)
+        finally:
+            trace.append("victim-closed")
+
+    def main():
+        yield spawn(victim)
+        yield sleep(0)
+        yield sleep(0.001)
+
+    def broken_sleep(k, task, trap):
+        raise kernel.KernelPanic("simulated kernel bug")
+
+    from kernel import syscall, sysproc
+    from kernel.traps import Sleep
+
+    k = kernel.Kernel()
+    with k:
+        original = syscall.TRAP_TABLE[Sleep]
+
+        def sleep_service(kern, task, trap):
+            if trap.seconds == 0.001:
+                return broken_sleep(kern, task, trap)
+            return original(kern, task, trap)
+
+        monkeypatch.setitem(syscall.TRAP_TABLE, Sleep, sleep_service)
+        with pytest.raises(kernel.KernelPanic):
+            k.run(main)
+        assert trace == ["victim-closed"]
+        assert not k.tasks
+    assert sysproc.SERVICES[Sleep] is original
+
+
+def test_run_refuses_a_closed_or_running_kernel():
+    k = kernel.Kernel()
+    k.close()
+    k.close()  # twice is fine
+    with pytest.raises(RuntimeError, match="closed"):
+        k.run(_noop)
+
+    def main():
+        with pytest.raises(RuntimeError, match="already running"):
+            inner.run(_noop)
+        with pytest.raises(RuntimeError, match="running"):
+            inner.close()
+        yield sleep(0)
+
+    with kernel.Kernel() as inner:
+        inner.run(main)
+
+
+@pytest.mark.parametrize(
+    "target, error",
+    [
+        (print, TypeError),
+        (42, TypeError),
+    ],
+)
+def test_bad_spawn_targets(target, error):
+    def main():
+        with pytest.raises(error):
+            yield spawn(target)
+
+    run(main)
+
+
+def test_spawn_of_started_generator_and_args_with_object():
+    def gen():
+        yield sleep(0)
+
+    def main():
+        g = gen()
+        next(g)
+        with pytest.raises(ValueError, match="already started"):
+            yield spawn(g)
+        g.close()
+        fresh = gen()
+        with pytest.raises(TypeError, match="arguments"):
+            yield spawn(fresh, 1)
+        fresh.close()
+
+    run(main)
+
+
+def test_sendall_progress_and_inline_budget_fairness():
+    """A reader whose socket always has data still lets the others run."""
+    trace = []
+
+    def flood(sock):
+        for _ in range(200):
+            yield sendall(sock, b"x" * 100)
+
+    def reader(sock):
+        got = 0
+        while got < 20000:
+            got += len((yield recv(sock, 100)))
+        trace.append("reader-done")
+
+    def ticker():
+        for _ in range(3):
+            yield sleep(0)
+            trace.append("tick")
+
+    def main():
+        a, b = socket.socketpair()
+        with a, b:
+            w = yield spawn(flood, a)
+            yield join(w)  # 20 kB is buffered: every recv will be answered at once
+            r = yield spawn(reader, b)
+            t = yield spawn(ticker)
+            yield join(r)
+            yield join(t)
+
+    run(main)
+    assert trace.index("tick") < trace.index("reader-done")
+
+
+def test_wait_on_fd_then_kill_leaves_poller_clean():
+    def waiter(fd):
+        yield wait_readable(fd)
+
+    def main():
+        a, b = socket.socketpair()
+        with a, b:
+            t = yield spawn(waiter, a)
+            yield sleep(0)
+            yield kill(t)
+            return t
+
+    with kernel.Kernel() as k:
+        t = k.run(main)
+        assert k.poller.waiting == 0
+    assert t.state is kernel.TaskState.EXITED
+    assert isinstance(t.exception, kernel.Cancelled)
+
+
+def test_trap_repr_is_readable():
+    from kernel.traps import Join, Read
+
+    t = make_task(7)
+    assert repr(Join(t)) == "Join(task=<tid 7 't7'>)"
+    assert repr(Read(0, 10)) == "Read(file=0, fd=0, n=10)"
+    t.coro.close()
+    with pytest.raises(TypeError, match="fileno"):
+        Read("not an fd", 1)
+    with pytest.raises(ValueError):
+        Read(0, -1)
+    with pytest.raises(TypeError):
+        join("not a task")
+
+
+def test_sleep_rejects_strings():
+    with pytest.raises(TypeError, match="number"):
+        sleep("1")
+    assert sleep(True).seconds == 1.0  # a bool is an int, as in time.sleep
+
+
+@pytest.mark.parametrize("kind", POLLERS)
+def test_wait_on_a_regular_file_answers_at_once(kind, tmp_path):
+    """epoll refuses regular files (EPERM); poll and select call them ready. Same answer on all."""
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+
+    def main():
+        with open(path, "rb") as f:
+            yield wait_readable(f)
+            return (yield read(f, 10))
+
+    assert run(main, poller=kind) == b"data"
