@@ -27,6 +27,7 @@ import inspect
 import itertools
 import logging
 import types
+from collections.abc import Hashable
 from typing import Any, Callable, Optional
 
 from . import sysio
@@ -34,11 +35,13 @@ from .errors import Cancelled, Deadlock, KernelPanic
 from .files import FileTable
 from .poller import Poller
 from .scheduler import RunQueue
+from .scopes import _running, next_cancellation
 from .signals import SignalWakeup
 from .syscall import TRAP_TABLE, bad_trap
 from .task import Coro, Task, TaskState
 from .timers import DEFAULT_CLOCK, Clock, TimerQueue
-from .traps import SWITCH, Join, Target
+from .traps import CALL, SWITCH, Join, Target
+from .wait import WaitChannels
 
 log = logging.getLogger("yieldos")
 
@@ -47,6 +50,13 @@ log = logging.getLogger("yieldos")
 #: anyway. Answering at once saves a trip through the queue; the bound keeps
 #: a task whose socket always has data from starving the others.
 INLINE_BUDGET = 64
+
+class _CheckCancel(BaseException):
+    """Never raised: in ``Task.pending_exc`` it means "a cancellation may be due:
+    ask `next_cancellation` at the next trap"."""
+
+
+CHECK_CANCEL = _CheckCancel()
 
 READY, RUNNING, BLOCKED, EXITED = (
     TaskState.READY,
@@ -71,6 +81,7 @@ class Kernel:
         self.timers = TimerQueue()
         self.runq = RunQueue()
         self.files = FileTable()
+        self.channels = WaitChannels()
         self.tasks: dict[int, Task] = {}  # every task not yet EXITED, by tid
         self.current: Optional[Task] = None  # the RUNNING task, if any
         self.main: Optional[Task] = None
@@ -96,6 +107,8 @@ class Kernel:
             raise RuntimeError("this kernel is already running")
         self._running = True
         self.stopping = False
+        outer_kernel = getattr(_running, "kernel", None)  # a kernel run inside a task of another
+        _running.kernel = self
         wakeup_fd = None
         try:
             self.main = task = self.new_task(main, args, None)
@@ -112,6 +125,7 @@ class Kernel:
             self._signals.uninstall()
             self._running = False
             self.main = None
+            _running.kernel = outer_kernel
         if task.exception is not None:
             raise task.exception
         return task.result
@@ -164,14 +178,25 @@ class Kernel:
             try:
                 trap = send(value) if exc is None else coro.throw(exc)
             except StopIteration as stop:
-                self.exit_task(task, stop.value, None)
-                return
-            except BaseException as error:
-                self.exit_task(task, None, error)
-                return
-            if task.pending_exc is not None:  # killed (or Ctrl-C) while it was ready
-                value, exc, task.pending_exc = None, task.pending_exc, None
+                if not task.callers:
+                    self.exit_task(task, stop.value, None)
+                    return
+                # An Operation subroutine returned: resume its caller with the value.
+                coro = task.coro = task.callers.pop()
+                send, value, exc = coro.send, stop.value, None
                 continue
+            except BaseException as error:
+                if not task.callers:
+                    self.exit_task(task, None, error)
+                    return
+                coro = task.coro = task.callers.pop()  # ... or raised: raise it in the caller
+                send, value, exc = coro.send, None, error
+                continue
+            if task.pending_exc is not None:  # killed, timed out or interrupted meanwhile
+                exc = self._take_pending(task)
+                if exc is not None:
+                    value = None
+                    continue
             service = table.get(type(trap))
             if service is None:
                 value, exc = None, bad_trap(task, trap)
@@ -186,6 +211,10 @@ class Kernel:
             exc = None
             if value is SWITCH:
                 break
+            if value is CALL:  # an Operation pushed a subroutine: start it
+                coro = task.coro
+                assert coro is not None
+                send, value = coro.send, None
             budget -= 1
             if not budget:
                 self.make_ready(task, value)
@@ -201,7 +230,7 @@ class Kernel:
         task = Task(next(self._tids), name, coro)
         self.tasks[task.tid] = task
         if self.stopping:  # spawned during shutdown: cancelled before it starts
-            task.cancelled = True
+            task.cancel_requested = task.cancel_delivered = True
             task.next_exc = Cancelled("the kernel is shutting down")
         self.runq.push(task)
         return task
@@ -244,24 +273,49 @@ class Kernel:
         )
 
     def cancel(self, task: Task) -> None:
-        """Deliver `Cancelled` into ``task`` once: at its blocking point, or at its next trap."""
-        if not task.cancelled and task.state is not EXITED:
-            task.cancelled = True
-            self.interrupt(task, Cancelled())
+        """Kill ``task``: `Cancelled` is raised in it once, as scopes.py rules."""
+        if task.state is not EXITED:
+            task.cancel_requested = True
+            self.deliver_cancellation(task)
+
+    def deliver_cancellation(self, task: Task) -> None:
+        """A kill or a deadline may be due in ``task`` (see scopes.py): a BLOCKED task
+        gets it now, at its blocking point; any other at its next trap."""
+        if task.state is BLOCKED:
+            exc = next_cancellation(task)
+            if exc is not None:
+                self.interrupt(task, exc)
+                task.pending_exc = CHECK_CANCEL  # another may be due after this one
+        elif task.state is READY and _not_started(task):
+            exc = next_cancellation(task)
+            if exc is not None:
+                task.next_exc = exc  # thrown before its first line: the body never runs
+        elif task.state is not EXITED and task.pending_exc is None:
+            task.pending_exc = CHECK_CANCEL
+
+    def _take_pending(self, task: Task) -> Optional[BaseException]:
+        """The exception to raise at this trap, if any (called only when one may be due)."""
+        pending, task.pending_exc = task.pending_exc, None
+        if pending is CHECK_CANCEL:
+            pending = next_cancellation(task)
+            if pending is None:
+                return None
+        task.pending_exc = CHECK_CANCEL  # look again at the next trap: more may be due
+        return pending
 
     def interrupt(self, task: Task, exc: BaseException) -> None:
-        """Raise ``exc`` in ``task`` where it is suspended: a BLOCKED task leaves its wait
-        now; a READY one gets it at its next trap (its pending result is not lost)."""
+        """Raise ``exc`` in ``task`` where it is suspended, whatever its scopes: a
+        BLOCKED task leaves its wait now; a READY one gets it at its next trap (a
+        result it was woken with is not lost); one that never ran, before its first line."""
         if task.state is BLOCKED:
             undo = task.undo
             assert undo is not None, f"kernel bug: {task!r} is blocked with no undo"
             undo()
             self.wake_exc(task, exc)
+        elif task.state is READY and _not_started(task):
+            task.next_exc = exc
         elif task.state is READY:
-            if _not_started(task):
-                task.next_exc = exc  # thrown before its first line: the body never runs
-            elif not isinstance(task.pending_exc, KeyboardInterrupt):
-                task.pending_exc = exc
+            task.pending_exc = exc
         else:
             raise KernelPanic(f"cannot interrupt {task!r}")
 
@@ -301,6 +355,13 @@ class Kernel:
         task.next_exc = exc
         self.runq.push(task)
 
+    def wakeup(self, channel: Hashable, n: Optional[int] = None) -> int:
+        """Make up to ``n`` (None: all) tasks parked on ``channel`` ready, oldest first."""
+        woken = self.channels.take(channel, n)
+        for task in woken:
+            self.wake(task, None)
+        return len(woken)
+
     def _complete(self, task: Task) -> bool:
         return sysio.complete(self, task)
 
@@ -336,11 +397,14 @@ class Kernel:
     def _close(self, task: Task) -> None:
         """Throw GeneratorExit into ``task`` (cleanup runs, but may not yield) and end it."""
         error: Optional[BaseException] = None
-        try:
-            if task.coro is not None:
-                task.coro.close()
-        except BaseException as exc:
-            error = exc
+        frames = [task.coro, *reversed(task.callers or ())]  # innermost subroutine first
+        task.callers = None
+        for coro in frames:
+            try:
+                if coro is not None:
+                    coro.close()
+            except BaseException as exc:
+                error = exc
         if task.state is not EXITED:
             self.exit_task(task, None, error or Cancelled("closed by the kernel"))
 

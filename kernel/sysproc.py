@@ -1,4 +1,4 @@
-"""Service routines for the process and time traps: spawn, join, kill, gettid, sched_yield, sleep.
+"""Service routines for process, time and wait-channel traps: spawn, join, kill, sleep, wait_on...
 
 Each routine receives the kernel, the task that trapped, and the trap. It
 either returns the trap's result at once (the task resumes without a
@@ -14,9 +14,9 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import Cancelled
+from .scopes import next_cancellation
 from .task import Task, TaskState
-from .traps import SWITCH, GetTid, Join, Kill, SchedYield, Sleep, Spawn
+from .traps import CALL, SWITCH, GetTid, Join, Kill, Operation, SchedYield, Sleep, Spawn, WaitOn
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -69,8 +69,11 @@ def sys_kill(k: Kernel, task: Task, trap: Kill) -> Any:
     if target.state is TaskState.EXITED:
         return None  # killing a dead task is a no-op
     if target is task:
-        task.cancelled = True
-        raise Cancelled(f"{task!r} killed itself")
+        task.cancel_requested = True
+        exc = next_cancellation(task)
+        if exc is not None:
+            raise exc
+        return None  # inside a shield: Cancelled comes at the first trap after it
     k.cancel(target)  # delivers Cancelled once, however often it is killed
     _wait_for_exit(k, task, trap, target)
     return SWITCH
@@ -82,6 +85,23 @@ def _wait_for_exit(k: Kernel, task: Task, trap: Any, target: Task) -> None:
     k.park(task, trap, functools.partial(target.exit_waiters.remove, task))
 
 
+def sys_wait_on(k: Kernel, task: Task, trap: WaitOn) -> Any:
+    k.channels.sleep_on(trap.channel, task)
+    k.park(task, trap, functools.partial(k.channels.remove, trap.channel, task))
+    return SWITCH
+
+
+def sys_operation(k: Kernel, task: Task, trap: Operation[Any]) -> Any:
+    """Run the Operation's generator as a subroutine: push the task's current generator
+    on its call stack; the run loop starts the subroutine and pops it when it ends."""
+    assert task.coro is not None
+    if task.callers is None:
+        task.callers = []
+    task.callers.append(task.coro)
+    task.coro = trap.gen
+    return CALL
+
+
 SERVICES: dict[type, Callable[..., Any]] = {
     Spawn: sys_spawn,
     Join: sys_join,
@@ -89,4 +109,6 @@ SERVICES: dict[type, Callable[..., Any]] = {
     GetTid: sys_gettid,
     SchedYield: sys_sched_yield,
     Sleep: sys_sleep,
+    WaitOn: sys_wait_on,
+    Operation: sys_operation,
 }

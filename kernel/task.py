@@ -25,12 +25,17 @@ Invariants (checked where the state changes):
   undo at the moment of blocking is what makes kill and timeouts correct.
 * RUNNING  => it is the kernel's ``current`` task.
 * EXITED   => ``coro`` is gone and ``result``/``exception`` are final.
+* ``pending_exc`` is set only on a READY or RUNNING task: a BLOCKED one is
+  interrupted at once instead.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Coroutine, Generator, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generator, Optional, Union
+
+if TYPE_CHECKING:
+    from .scopes import CancelScope
 
 #: What a task runs: a generator or a coroutine object (both have send/throw/close).
 Coro = Union[Generator[Any, Any, Any], Coroutine[Any, Any, Any]]
@@ -62,7 +67,10 @@ class Task:
         "trap",
         "undo",
         "exit_waiters",
-        "cancelled",
+        "callers",
+        "scopes",
+        "cancel_requested",
+        "cancel_delivered",
         "result",
         "exception",
         "joined",
@@ -84,7 +92,13 @@ class Task:
         self.undo: Optional[Callable[[], None]] = None
         # Tasks blocked in join() or kill() on this task, woken when it exits.
         self.exit_waiters: list[Task] = []
-        self.cancelled = False  # kill() has been asked for (Cancelled is delivered once)
+        # The rest of the saved context while an Operation trap runs as a subroutine:
+        # the generators below ``coro``, innermost last (None: no subroutine running).
+        self.callers: Optional[list[Coro]] = None
+        # Cancel scopes (timeouts, shields) the task is inside, outermost first.
+        self.scopes: Optional[list[CancelScope]] = None
+        self.cancel_requested = False  # kill() has been asked for
+        self.cancel_delivered = False  # ... and Cancelled has been raised in it (once only)
         # Final outcome, once EXITED.
         self.result: Any = None
         self.exception: Optional[BaseException] = None

@@ -30,6 +30,7 @@ import numbers
 import operator
 import os
 import socket
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable, Generator, Generic, Optional, TypeVar, Union
 
 from .task import Task
@@ -130,6 +131,38 @@ class Sleep(Trap[None]):
         if not seconds >= 0.0:  # also catches NaN
             raise ValueError(f"sleep length must be a non-negative number, not {seconds!r}")
         self.seconds = seconds
+
+
+class WaitOn(Trap[None]):
+    """Park on a wait channel until a `wakeup` names it (see wait.py)."""
+
+    __slots__ = ("channel",)
+
+    def __init__(self, channel: Hashable) -> None:
+        hash(channel)  # TypeError here, in the caller, for an unhashable channel
+        self.channel = channel
+
+
+class Operation(Trap[T]):
+    """A blocking operation written as a generator of other traps: ``lock.acquire()``,
+    ``queue.get()``... It runs as a *subroutine* of the task that yields it.
+
+    ``await op`` and ``yield from op`` simply run the generator in the task's
+    own frame. A plain ``yield op`` hands it to the kernel, which pushes the
+    generator on the task's call stack (`Task.callers`), runs it until it
+    returns, and resumes the task with its return value, or raises its
+    exception there. Either way, the task sees a single trap.
+    """
+
+    __slots__ = ("gen",)
+
+    def __init__(self, gen: Generator[Any, Any, T]) -> None:
+        self.gen = gen
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        return (yield from self.gen)
+
+    __iter__ = __await__
 
 
 # ── I/O traps (serviced in sysio.py) ─────────────────────────────────────────
@@ -350,6 +383,16 @@ class _Switch:
 #: What a service routine answers for a trap whose result is not ready yet: it
 #: has parked the task (or queued it again), and the CPU switches to another task.
 SWITCH: Any = _Switch()
+
+
+class _Call:
+    def __repr__(self) -> str:
+        return "CALL"
+
+
+#: What the Operation service answers: it has pushed a subroutine on the task's
+#: call stack, which the run loop starts at once.
+CALL: Any = _Call()
 
 # The two traps without arguments are shared: traps are immutable, so one instance serves all.
 GETTID = GetTid()

@@ -20,9 +20,12 @@ raised at the ``yield``. Every blocking call here can be interrupted by
 
 from __future__ import annotations
 
+import functools
 import socket
-from typing import Any, Optional
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar
 
+from kernel.scopes import CancelScope, current_kernel
 from kernel.task import Task
 from kernel.traps import (
     GETTID,
@@ -33,6 +36,7 @@ from kernel.traps import (
     GetTid,
     Join,
     Kill,
+    Operation,
     Read,
     Recv,
     SchedYield,
@@ -41,26 +45,44 @@ from kernel.traps import (
     Sleep,
     Spawn,
     Target,
+    WaitOn,
     WaitReadable,
     WaitWritable,
     Write,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import ParamSpec
+
+    P = ParamSpec("P")
+T = TypeVar("T")
+
 __all__ = [
+    "CancelScope",
     "accept",
+    "clock",
     "connect",
+    "current_task",
     "gettid",
     "join",
     "kill",
+    "move_on_after",
+    "move_on_at",
+    "operation",
     "read",
     "recv",
     "sched_yield",
     "send",
     "sendall",
+    "shield",
     "sleep",
     "spawn",
+    "timeout",
+    "timeout_at",
+    "wait_on",
     "wait_readable",
     "wait_writable",
+    "wakeup",
     "write",
 ]
 
@@ -119,6 +141,98 @@ def sleep(seconds: float) -> Sleep:
     A negative or NaN length raises ValueError.
     """
     return Sleep(seconds)
+
+
+def clock() -> float:
+    """The kernel clock now, in seconds (the clock deadlines are measured on).
+
+    Like Linux's vDSO clock, this asks the running kernel directly, without a
+    trap: it never blocks. Call it from inside a task.
+    """
+    return current_kernel().clock()
+
+
+# ── Wait channels: the primitive every blocking object is built on ───────
+
+
+def wait_on(channel: Hashable) -> WaitOn:
+    """Park the running task on ``channel`` (any hashable value) until a `wakeup` names it.
+
+    The task resumes with None and must look again at what it waits for: a
+    wakeup says "something changed", not "it is yours". Kill and timeouts
+    take a task off its channel at once.
+    """
+    return WaitOn(channel)
+
+
+def wakeup(channel: Hashable, n: Optional[int] = None) -> int:
+    """Make up to ``n`` (default: all) tasks parked on ``channel`` ready, longest-waiting
+    first; return how many were woken.
+
+    It never blocks, so it is a plain call, not a trap (no ``yield``): it can
+    be used from methods such as ``Event.set()`` or ``Queue.put_nowait()``.
+    Call it from inside a task.
+    """
+    if n is not None and n < 0:
+        raise ValueError(f"wakeup: n must be None or >= 0, not {n}")
+    return current_kernel().wakeup(channel, n)
+
+
+def current_task() -> Task:
+    """The running task's handle (a plain call: it never blocks)."""
+    task = current_kernel().current
+    if task is None:
+        raise RuntimeError("current_task() is called from outside any task")
+    return task
+
+
+def operation(fn: Callable[P, Generator[Any, Any, T]]) -> Callable[P, Operation[T]]:
+    """Decorate a generator function so that calling it makes a trap: an `Operation`.
+
+    This is how blocking methods built from other traps (``lock.acquire()``,
+    ``queue.get()``, ...) work the same with ``yield``, ``await`` and
+    ``yield from``: the kernel runs the generator as a subroutine of the task.
+    """
+
+    @functools.wraps(fn)
+    def make(*args: P.args, **kwargs: P.kwargs) -> Operation[T]:
+        return Operation(fn(*args, **kwargs))
+
+    return make
+
+
+# ── Timeouts and cancellation scopes ─────────────────────────────────────
+
+
+def timeout(seconds: float) -> CancelScope:
+    """``with timeout(5):`` -- if the block is still running 5 s after it began, the
+    task is interrupted where it waits, the block unwinds, and `TimeoutError`
+    (the builtin) leaves the ``with``. Also ``async with``. See docs/cancellation.md.
+    """
+    return CancelScope(timeout=seconds)
+
+
+def timeout_at(deadline: float) -> CancelScope:
+    """Like `timeout`, with an absolute deadline on the kernel clock (see `clock`)."""
+    return CancelScope(deadline=deadline)
+
+
+def move_on_after(seconds: float) -> CancelScope:
+    """``with move_on_after(5) as scope:`` -- like `timeout`, but the block simply
+    ends when the deadline interrupts it; ``scope.expired`` says whether it did."""
+    return CancelScope(timeout=seconds, raise_timeout=False)
+
+
+def move_on_at(deadline: float) -> CancelScope:
+    """Like `move_on_after`, with an absolute deadline on the kernel clock."""
+    return CancelScope(deadline=deadline, raise_timeout=False)
+
+
+def shield() -> CancelScope:
+    """``with shield():`` -- kills and outer timeouts cannot interrupt the block; one
+    that arrives meanwhile is raised at the first trap after the block ends.
+    Use it around cleanup that must finish (closing a session, releasing a lease)."""
+    return CancelScope(shield=True)
 
 
 # ── I/O: fds (an int, or anything with fileno()) ─────────────────────────
