@@ -51,6 +51,7 @@ log = logging.getLogger("yieldos")
 #: a task whose socket always has data from starving the others.
 INLINE_BUDGET = 64
 
+
 class _CheckCancel(BaseException):
     """Never raised: in ``Task.pending_exc`` it means "a cancellation may be due:
     ask `next_cancellation` at the next trap"."""

@@ -116,8 +116,7 @@ class EpollBackend(Backend):
             return []
         rd, wr, both = self._in | self._err, self._out | self._err, READ | WRITE
         return [
-            (fd, both if ev & rd and ev & wr else READ if ev & rd else WRITE)
-            for fd, ev in events
+            (fd, both if ev & rd and ev & wr else READ if ev & rd else WRITE) for fd, ev in events
         ]
 
     def close(self) -> None:

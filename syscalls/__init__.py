@@ -302,5 +302,3 @@ def sendall(sock: socket.socket, data: bytes) -> SendAll:
     may have been sent; the trap's ``remaining`` says how much was not.
     """
     return SendAll(sock, data)
-
-
