@@ -200,6 +200,9 @@ class Poller:
         self.kind = kind
         self.backend = make_backend(kind)
         self._watches: dict[int, Watch] = {}
+        # Fds whose last read came back short: probably empty, so the next read
+        # waits for readiness instead of failing with EAGAIN first (sysio.py).
+        self.drained: set[int] = set()
         self.waiting = 0  # tasks parked on fds (the kernel's own fds are not counted)
 
     def _watch_for(self, fd: int, file: Any) -> Watch:

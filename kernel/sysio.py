@@ -43,10 +43,21 @@ if TYPE_CHECKING:
 def sys_io(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
     if trap.try_first:
         k.files.make_nonblocking(trap.file, trap.fd)
-        try:
-            return trap.attempt()
-        except BlockingIOError:
-            pass
+        # Discussion: a read that came back short has almost surely emptied the
+        # buffer, and trying again now would only fail with EAGAIN: a wasted
+        # syscall and exception on every message of a request/response protocol.
+        # So after a short read the next read of that fd waits for the poller
+        # first. It is only a hint: readiness is level-triggered, so if data is
+        # there after all the poller reports it at once.
+        if not (trap.reads and trap.fd in k.poller.drained):
+            try:
+                result = trap.attempt()
+            except BlockingIOError:
+                pass
+            else:
+                if trap.reads:
+                    _note_read(k, trap, result)
+                return result
     try:
         k.poller.wait(task, trap.fd, trap.file, trap.writing)  # OSError for an unusable fd
     except PermissionError:
@@ -62,15 +73,26 @@ def complete(k: Kernel, task: Task) -> bool:
 
     Returns True if the task is done waiting (woken with a result or an error).
     """
+    trap = task.trap
     try:
-        result = task.trap.attempt()
+        result = trap.attempt()
     except BlockingIOError:
         return False  # not ready after all: keep waiting
     except BaseException as exc:  # the operation failed: the task hears of it
         k.wake_exc(task, exc)
         return True
+    if trap.reads:
+        _note_read(k, trap, result)
     k.wake(task, result)
     return True
+
+
+def _note_read(k: Kernel, trap: IOTrap[Any], data: bytes) -> None:
+    """Remember whether the read emptied the fd (see the discussion in `sys_io`)."""
+    if len(data) < trap.n:
+        k.poller.drained.add(trap.fd)
+    else:
+        k.poller.drained.discard(trap.fd)
 
 
 SERVICES: dict[type, Callable[..., Any]] = {

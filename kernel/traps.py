@@ -195,6 +195,8 @@ class IOTrap(Trap[T]):
     __slots__ = ("file", "fd")
     writing = False  # which readiness it waits for when the operation would block
     try_first = True  # attempt the operation before waiting at all
+    reads = False  # a read of up to ``n`` bytes (a short one hints the fd is drained)
+    n = 0
 
     def __init__(self, file: FileLike) -> None:
         self.file = file
@@ -237,6 +239,7 @@ class Read(IOTrap[bytes]):
     """``os.read(fd, n)``: up to ``n`` bytes; ``b''`` at end of file."""
 
     __slots__ = ("n",)
+    reads = True
 
     def __init__(self, file: FileLike, n: int) -> None:
         super().__init__(file)
@@ -276,6 +279,7 @@ class Recv(SocketTrap[bytes]):
     """``sock.recv(n)``: up to ``n`` bytes; ``b''`` when the peer has closed."""
 
     __slots__ = ("n",)
+    reads = True
 
     def __init__(self, sock: socket.socket, n: int) -> None:
         super().__init__(sock)

@@ -448,3 +448,39 @@ def test_wait_on_a_regular_file_answers_at_once(kind, tmp_path):
             return (yield read(f, 10))
 
     assert run(main, poller=kind) == b"data"
+
+
+def test_short_read_makes_the_next_read_wait_instead_of_failing_with_eagain():
+    """An echo loop does one recv per message, not a second one that fails with EAGAIN."""
+
+    class CountingSocket(socket.socket):
+        recv_calls = 0
+
+        def recv(self, n, *flags):
+            CountingSocket.recv_calls += 1
+            return super().recv(n, *flags)
+
+    a, b = socket.socketpair()
+    server_side = CountingSocket(fileno=a.detach())
+
+    def echo():
+        while True:
+            data = yield recv(server_side, 1000)
+            if not data:
+                return
+            yield sendall(server_side, data)
+
+    def main():
+        t = yield spawn(echo)
+        for i in range(50):
+            yield sendall(b, b"ping %d" % i)
+            assert (yield recv(b, 1000)) == b"ping %d" % i
+        b.shutdown(socket.SHUT_WR)
+        yield join(t)
+
+    try:
+        run(main)
+    finally:
+        server_side.close()
+        b.close()
+    assert 51 <= CountingSocket.recv_calls <= 53  # 50 messages and the EOF
