@@ -484,3 +484,59 @@ def test_short_read_makes_the_next_read_wait_instead_of_failing_with_eagain():
         server_side.close()
         b.close()
     assert 51 <= CountingSocket.recv_calls <= 53  # 50 messages and the EOF
+
+
+def test_task_spawned_during_shutdown_never_runs():
+    trace = []
+
+    def late():
+        trace.append("late-ran")
+        yield sleep(0)
+
+    def lingering():
+        try:
+            yield sleep(math.inf)
+        finally:
+            t = yield spawn(late)  # cleanup may spawn; the new task is cancelled at once
+            trace.append(t.state.value)
+
+    def main():
+        yield spawn(lingering)
+        yield sleep(0)
+
+    run(main)
+    assert trace == ["ready"]
+
+
+def test_ctrl_c_reaches_a_main_that_is_ready_not_blocked():
+    import signal
+    import threading
+
+    trace = []
+
+    def main():
+        threading.Timer(0.02, signal.raise_signal, (signal.SIGINT,)).start()
+        try:
+            while True:  # never blocks: always READY when the loop looks
+                yield sleep(0)
+        finally:
+            trace.append("main-finally")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(main)
+    assert trace == ["main-finally"]
+
+
+def test_system_exit_reaches_a_ready_main():
+    def quitter():
+        yield sleep(0)
+        raise SystemExit(5)
+
+    def main():
+        yield spawn(quitter)
+        while True:
+            yield sleep(0)
+
+    with pytest.raises(SystemExit) as info:
+        run(main)
+    assert info.value.code == 5
