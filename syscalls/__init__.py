@@ -302,3 +302,10 @@ def sendall(sock: socket.socket, data: bytes) -> SendAll:
     may have been sent; the trap's ``remaining`` says how much was not.
     """
     return SendAll(sock, data)
+
+
+# ── Libraries built from the traps above (imported last: they use them) ──
+
+from .queues import LifoQueue, PriorityQueue, Queue, QueueClosed, QueueEmpty, QueueFull  # noqa: E402
+
+__all__ += ["LifoQueue", "PriorityQueue", "Queue", "QueueClosed", "QueueEmpty", "QueueFull"]
