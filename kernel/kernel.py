@@ -227,7 +227,8 @@ class Kernel:
     def new_task(self, target: Target, args: tuple[Any, ...], name: Optional[str]) -> Task:
         """Create a READY task running ``target(*args)`` (or the generator/coroutine ``target``)."""
         coro = _make_coro(target, args)
-        name = name or str(getattr(coro, "__qualname__", "task"))
+        if not name:  # the function's name, without the "outer.<locals>." of nested ones
+            name = str(getattr(coro, "__qualname__", "task")).rpartition("<locals>.")[2]
         task = Task(next(self._tids), name, coro)
         self.tasks[task.tid] = task
         if self.stopping:  # spawned during shutdown: cancelled before it starts
@@ -397,6 +398,8 @@ class Kernel:
 
     def _close(self, task: Task) -> None:
         """Throw GeneratorExit into ``task`` (cleanup runs, but may not yield) and end it."""
+        self.current = task  # its cleanup runs now, and may ask who it is
+        task.state = RUNNING
         error: Optional[BaseException] = None
         frames = [task.coro, *reversed(task.callers or ())]  # innermost subroutine first
         task.callers = None
@@ -416,8 +419,7 @@ class Kernel:
         for task in sorted(self.tasks.values(), key=lambda t: t.tid):
             if task.state is BLOCKED and task.undo is not None:
                 task.undo()
-            task.state = READY  # so exit_task's bookkeeping applies
-            task.exit_waiters.clear()
+            task.exit_waiters.clear()  # nobody will be scheduled to hear of it
             self._close(task)
         self.runq.clear()
 

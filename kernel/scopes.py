@@ -57,7 +57,10 @@ class CancelScope:
 
     ``raise_timeout``: when the deadline interrupts the region, raise the
     builtin `TimeoutError` out of it (``timeout``) or not (``move_on_after``).
-    After the region, ``expired`` says whether the deadline passed inside it.
+    After the region, ``expired`` says whether the deadline cut it short: its
+    `TimedOut` reached the end of the ``with``. (A deadline that passes after
+    the task was already woken with what it waited for does not count: the
+    region then completes, and ``expired`` stays False.)
     """
 
     __slots__ = (
@@ -65,6 +68,7 @@ class CancelScope:
         "deadline",
         "shield",
         "raise_timeout",
+        "due",
         "expired",
         "delivered",
         "task",
@@ -88,7 +92,8 @@ class CancelScope:
         self.deadline = deadline
         self.shield = shield
         self.raise_timeout = raise_timeout
-        self.expired = False  # the deadline passed while the region ran
+        self.due = False  # the deadline has passed (its TimedOut is due)
+        self.expired = False  # ... and that TimedOut ended the region
         self.delivered = False  # its TimedOut has been raised in the task
         self.task: Optional[Task] = None
         self._timer: Optional[Timer] = None
@@ -96,7 +101,7 @@ class CancelScope:
 
     def __repr__(self) -> str:
         what = "shield" if self.shield else f"deadline={self.deadline}"
-        return f"<CancelScope {what}{' expired' if self.expired else ''}>"
+        return f"<CancelScope {what}{' due' if self.due else ''}>"
 
     def __enter__(self) -> CancelScope:
         k = current_kernel()
@@ -124,6 +129,7 @@ class CancelScope:
         if self.shield:
             k.deliver_cancellation(task)  # what the shield held back is due at the next trap
         if isinstance(exc, TimedOut) and exc.scope is self:
+            self.expired = True
             if self.raise_timeout:
                 raise TimeoutError(f"deadline {self.deadline} passed (timeout {self.timeout} s)")
             return True  # move_on_after: the region simply ends
@@ -137,7 +143,7 @@ class CancelScope:
 
     def _expire(self) -> None:
         """The deadline's timer fired (from the run loop, never inside a task)."""
-        self.expired = True
+        self.due = True
         assert self._kernel is not None and self.task is not None
         self._kernel.deliver_cancellation(self.task)
 
@@ -153,7 +159,7 @@ def next_cancellation(task: Task) -> Optional[BaseException]:
         task.cancel_delivered = True
         return Cancelled()
     for i, scope in enumerate(scopes):
-        if scope.expired and not scope.delivered and innermost_shield <= i:
+        if scope.due and not scope.delivered and innermost_shield <= i:
             scope.delivered = True
             return TimedOut(scope)
     return None

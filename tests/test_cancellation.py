@@ -624,3 +624,24 @@ def test_join_and_kill_waits_can_be_timed_out():
         return s1.expired, s2.expired, state_after
 
     assert run(main) == (True, True, kernel.TaskState.BLOCKED)
+
+
+def test_expired_is_false_when_the_task_was_woken_before_the_deadline_fired():
+    """The deadline passes while the task is READY with what it waited for: the region
+    completes, and ``expired`` must not claim it was cut short."""
+    trace = []
+
+    def waiter():
+        with move_on_after(0) as scope:  # due at the very next timer check
+            yield wait_on("chan")
+            trace.append("got-it")
+        trace.append(("expired", scope.expired))
+
+    def main():
+        t = yield spawn(waiter)
+        yield sched_yield()  # waiter parks; its deadline is due
+        wakeup("chan")  # ... but it is woken first, in the same pass
+        yield join(t)
+
+    run(main)
+    assert trace == ["got-it", ("expired", False)]

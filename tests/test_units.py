@@ -540,3 +540,27 @@ def test_system_exit_reaches_a_ready_main():
     with pytest.raises(SystemExit) as info:
         run(main)
     assert info.value.code == 5
+
+
+def test_cleanup_run_by_a_forced_close_knows_its_task():
+    from syscalls import current_task, shield
+
+    seen = []
+
+    def stubborn():
+        try:
+            yield sleep(math.inf)
+        finally:
+            try:
+                yield sleep(math.inf)  # blocks for ever: the kernel closes the task
+            finally:
+                me = current_task()
+                with shield():
+                    seen.append((me.name, me.state.value))
+
+    def main():
+        yield spawn(stubborn)
+        yield sleep(0)
+
+    run(main)
+    assert seen == [("stubborn", "running")]
