@@ -307,5 +307,17 @@ def sendall(sock: socket.socket, data: bytes) -> SendAll:
 # ── Libraries built from the traps above (imported last: they use them) ──
 
 from .queues import LifoQueue, PriorityQueue, Queue, QueueClosed, QueueEmpty, QueueFull  # noqa: E402
+from .sync import (  # noqa: E402
+    Barrier,
+    BoundedSemaphore,
+    BrokenBarrierError,
+    Condition,
+    Event,
+    Lock,
+    RLock,
+    Semaphore,
+)
 
 __all__ += ["LifoQueue", "PriorityQueue", "Queue", "QueueClosed", "QueueEmpty", "QueueFull"]
+__all__ += ["Barrier", "BoundedSemaphore", "BrokenBarrierError", "Condition", "Event"]
+__all__ += ["Lock", "RLock", "Semaphore"]
