@@ -306,6 +306,7 @@ def sendall(sock: socket.socket, data: bytes) -> SendAll:
 
 # ── Libraries built from the traps above (imported last: they use them) ──
 
+from .groups import TaskGroup, gather, race, task_group  # noqa: E402
 from .queues import LifoQueue, PriorityQueue, Queue, QueueClosed, QueueEmpty, QueueFull  # noqa: E402
 from .sync import (  # noqa: E402
     Barrier,
@@ -320,4 +321,4 @@ from .sync import (  # noqa: E402
 
 __all__ += ["LifoQueue", "PriorityQueue", "Queue", "QueueClosed", "QueueEmpty", "QueueFull"]
 __all__ += ["Barrier", "BoundedSemaphore", "BrokenBarrierError", "Condition", "Event"]
-__all__ += ["Lock", "RLock", "Semaphore"]
+__all__ += ["Lock", "RLock", "Semaphore", "TaskGroup", "gather", "race", "task_group"]
