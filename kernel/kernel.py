@@ -23,10 +23,8 @@ Between phases the loop watches for the three ways a run ends:
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
-import types
 from collections.abc import Hashable
 from typing import Any, Callable, Optional
 
@@ -38,9 +36,9 @@ from .scheduler import RunQueue
 from .scopes import _running, next_cancellation
 from .signals import SignalWakeup
 from .syscall import TRAP_TABLE, bad_trap
-from .task import Coro, Task, TaskState
+from .task import Task, TaskState
 from .timers import DEFAULT_CLOCK, Clock, TimerQueue
-from .traps import CALL, SWITCH, Join, Target
+from .traps import CALL, SWITCH, Join, Target, coroutine_of, not_started
 from .wait import WaitChannels
 
 log = logging.getLogger("yieldos")
@@ -226,7 +224,7 @@ class Kernel:
 
     def new_task(self, target: Target, args: tuple[Any, ...], name: Optional[str]) -> Task:
         """Create a READY task running ``target(*args)`` (or the generator/coroutine ``target``)."""
-        coro = _make_coro(target, args)
+        coro = coroutine_of(target, args)
         if not name:  # the function's name, without the "outer.<locals>." of nested ones
             name = str(getattr(coro, "__qualname__", "task")).rpartition("<locals>.")[2]
         task = Task(next(self._tids), name, coro)
@@ -288,7 +286,7 @@ class Kernel:
             if exc is not None:
                 self.interrupt(task, exc)
                 task.pending_exc = CHECK_CANCEL  # another may be due after this one
-        elif task.state is READY and _not_started(task):
+        elif task.state is READY and not_started(task.coro):
             exc = next_cancellation(task)
             if exc is not None:
                 task.next_exc = exc  # thrown before its first line: the body never runs
@@ -314,7 +312,7 @@ class Kernel:
             assert undo is not None, f"kernel bug: {task!r} is blocked with no undo"
             undo()
             self.wake_exc(task, exc)
-        elif task.state is READY and _not_started(task):
+        elif task.state is READY and not_started(task.coro):
             task.next_exc = exc
         elif task.state is READY:
             task.pending_exc = exc
@@ -440,41 +438,6 @@ class Kernel:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-
-def _not_started(task: Task) -> bool:
-    coro = task.coro
-    if isinstance(coro, types.GeneratorType):
-        return inspect.getgeneratorstate(coro) == inspect.GEN_CREATED
-    if isinstance(coro, types.CoroutineType):
-        return inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
-    return False
-
-
-def _make_coro(target: Target, args: tuple[Any, ...]) -> Coro:
-    """The generator or coroutine a task will run, from what spawn/run was given."""
-    if isinstance(target, (types.GeneratorType, types.CoroutineType)):
-        if args:
-            raise TypeError(f"arguments given with an already created generator {target!r}")
-        state = (
-            inspect.getgeneratorstate(target)
-            if isinstance(target, types.GeneratorType)
-            else inspect.getcoroutinestate(target)
-        )
-        if state not in ("GEN_CREATED", "CORO_CREATED"):
-            raise ValueError(f"{target!r} has already started or finished ({state})")
-        return target
-    if callable(target):
-        coro = target(*args)
-        if isinstance(coro, (types.GeneratorType, types.CoroutineType)):
-            return coro
-        raise TypeError(
-            f"a task must be a generator or a coroutine: {target!r} returned {coro!r}"
-            " (is it a plain function, without yield or async def?)"
-        )
-    raise TypeError(
-        f"a task must be a generator or coroutine, or a function returning one, not {target!r}"
-    )
 
 
 def run(main: Target, *args: Any, poller: str = "auto") -> Any:

@@ -26,17 +26,16 @@ themselves, since they may need several attempts to complete.
 from __future__ import annotations
 
 import errno
+import inspect
 import numbers
 import operator
 import os
 import socket
+import types
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Callable, Generator, Generic, Optional, TypeVar, Union
+from typing import Any, Callable, Generator, Generic, Optional, TypeVar, Union
 
-from .task import Task
-
-if TYPE_CHECKING:
-    from .task import Coro
+from .task import Coro, Task
 
 T = TypeVar("T")
 
@@ -163,6 +162,51 @@ class Operation(Trap[T]):
         return (yield from self.gen)
 
     __iter__ = __await__
+
+
+# ── What a task runs (the targets Spawn accepts) ─────────────────────────
+
+
+def not_started(coro: Optional[Coro]) -> bool:
+    """True for a generator or coroutine that has not run its first line yet."""
+    if isinstance(coro, types.GeneratorType):
+        return inspect.getgeneratorstate(coro) == inspect.GEN_CREATED
+    if isinstance(coro, types.CoroutineType):
+        return inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+    return False
+
+
+def _one_trap(trap: Trap[Any]) -> Coro:
+    return (yield trap)
+
+
+def coroutine_of(target: Target, args: tuple[Any, ...]) -> Coro:
+    """The generator or coroutine a task will run, from what spawn/run was given:
+    a generator or coroutine object, a trap, or a function returning one of these."""
+    if isinstance(target, (types.GeneratorType, types.CoroutineType)):
+        if args:
+            raise TypeError(f"arguments given with an already created generator {target!r}")
+        if not not_started(target):
+            raise ValueError(f"{target!r} has already started or finished")
+        return target
+    if isinstance(target, Trap):  # a single trap: the task makes it and returns its result
+        if args:
+            raise TypeError(f"arguments given with a trap {target!r}")
+        return _one_trap(target)
+    if callable(target):
+        coro = target(*args)
+        if isinstance(coro, (types.GeneratorType, types.CoroutineType)):
+            return coro
+        if isinstance(coro, Trap):  # spawn(sleep, 5), spawn(lock.acquire)...
+            return _one_trap(coro)
+        raise TypeError(
+            f"a task must be a generator or a coroutine: {target!r} returned {coro!r}"
+            " (is it a plain function, without yield or async def?)"
+        )
+    raise TypeError(
+        "a task must be a generator or coroutine, a trap, or a function returning one,"
+        f" not {target!r}"
+    )
 
 
 # ── I/O traps (serviced in sysio.py) ─────────────────────────────────────────

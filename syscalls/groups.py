@@ -74,14 +74,13 @@ works when the watchers are gone (kernel shutdown).
 
 from __future__ import annotations
 
-import inspect
 import sys
 import types
 from typing import Any, Callable, Generator, Optional
 
 from kernel import Cancelled, Task, TaskState
 from kernel.task import Coro
-from kernel.traps import Target
+from kernel.traps import Target, coroutine_of, not_started
 from syscalls import current_task, join, kill, operation, shield, spawn, wait_on, wakeup
 
 __all__ = ["TaskGroup", "gather", "race", "task_group"]
@@ -155,7 +154,7 @@ class TaskGroup:
         """
         if self._closed:
             raise RuntimeError(f"{self!r} is joined: it takes no more children")
-        coro = _coroutine_of(target, args)
+        coro = coroutine_of(target, args)
         rec = _Child(coro)
         name = name or str(getattr(coro, "__qualname__", "task"))
         child_trap = spawn(_run_child, rec, name=name)  # a bad name raises here
@@ -345,34 +344,6 @@ def _killer(task: Task) -> Generator[Any, Any, None]:
     yield kill(task)
 
 
-def _coroutine_of(target: Target, args: tuple[Any, ...]) -> Coro:
-    """The generator or coroutine ``spawn(target, *args)`` would run (errors as spawn's)."""
-    if isinstance(target, (types.GeneratorType, types.CoroutineType)):
-        if args:
-            raise TypeError(f"arguments given with an already created generator {target!r}")
-        if not _never_started(target):
-            raise ValueError(f"{target!r} has already started or finished")
-        return target
-    if callable(target):
-        coro = target(*args)
-        if isinstance(coro, (types.GeneratorType, types.CoroutineType)):
-            return coro
-        raise TypeError(
-            f"a task must be a generator or a coroutine: {target!r} returned {coro!r}"
-            " (is it a plain function, without yield or async def?)"
-        )
-    raise TypeError(
-        f"a task must be a generator or coroutine, or a function returning one, not {target!r}"
-    )
-
-
-def _never_started(coro: Coro) -> bool:
-    if isinstance(coro, types.CoroutineType):
-        return inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
-    assert isinstance(coro, types.GeneratorType)
-    return inspect.getgeneratorstate(coro) == inspect.GEN_CREATED
-
-
 def _combine(errors: list[BaseException]) -> BaseException:
     """One exception standing for all of ``errors`` (see TaskGroup.join)."""
     if len(errors) == 1:
@@ -463,7 +434,7 @@ def race(*targets: Target) -> Generator[Any, Any, tuple[int, Any]]:
         yield from task_group(_race_body, targets, winner, coros)
     finally:
         for coro in coros:  # a racer killed before it began never ran its target
-            if _never_started(coro):
+            if not_started(coro):
                 coro.close()  # (an unawaited coroutine would warn)
     if not winner:
         raise RuntimeError("race(): no target finished; every one was killed from outside")
@@ -474,7 +445,7 @@ def _race_body(
     g: TaskGroup, targets: tuple[Target, ...], winner: list[tuple[int, Any]], coros: list[Coro]
 ) -> Generator[Any, Any, None]:
     for i, target in enumerate(targets):
-        coro = _coroutine_of(target, ())
+        coro = coroutine_of(target, ())
         coros.append(coro)
         name = str(getattr(coro, "__qualname__", "task"))
         yield g.spawn(_racer(g, winner, i, coro), name=name)

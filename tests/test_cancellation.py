@@ -645,3 +645,132 @@ def test_expired_is_false_when_the_task_was_woken_before_the_deadline_fired():
 
     run(main)
     assert trace == ["got-it", ("expired", False)]
+
+
+# ── ... and every blocking method of the toolkit ─────────────────────────
+
+
+def _toolkit_ops():
+    """name -> generator function run in main; it returns a function making the blocking trap."""
+    import syscalls as sc
+
+    def held_lock(cls):
+        def setup():
+            lock = cls()
+            holder = yield spawn(_hold, lock)
+            yield sched_yield()
+            return lambda: lock.acquire(), holder
+
+        return setup
+
+    def condition():
+        cond = sc.Condition()
+
+        @operation
+        def wait():
+            yield cond.acquire()
+            try:
+                yield cond.wait()
+            finally:
+                cond.release()
+
+        return wait, None
+        yield
+
+    def simple(make):
+        def setup():
+            return make(), None
+            yield
+
+        return setup
+
+    def full_queue():
+        q = sc.Queue(1)
+        q.put_nowait(1)
+        return (lambda: q.put(2)), None
+
+    def unfinished_queue():
+        q = sc.Queue()
+        q.put_nowait(1)
+        return q.join, None
+
+    def group_join():
+        g = sc.TaskGroup()
+        yield g.spawn(sleep, math.inf)
+        return g.join, None
+
+    def joining():
+        t = yield spawn(sleep, math.inf)
+        return (lambda: join(t)), t
+
+    return {
+        "Event.wait": simple(lambda: sc.Event().wait),
+        "Lock.acquire": held_lock(sc.Lock),
+        "RLock.acquire": held_lock(sc.RLock),
+        "Semaphore.acquire": simple(lambda: sc.Semaphore(0).acquire),
+        "Condition.wait": lambda: (yield from _wrap(condition())),
+        "Barrier.wait": simple(lambda: sc.Barrier(2).wait),
+        "Queue.get": simple(lambda: sc.Queue().get),
+        "Queue.put": lambda: (yield from _wrap_plain(full_queue)),
+        "Queue.join": lambda: (yield from _wrap_plain(unfinished_queue)),
+        "TaskGroup.join": group_join,
+        "join": joining,
+    }
+
+
+def _hold(lock):
+    yield lock.acquire()
+    try:
+        yield sleep(math.inf)
+    finally:
+        lock.release()
+
+
+def _wrap(gen):
+    return (yield from gen)
+
+
+def _wrap_plain(fn):
+    return fn()
+    yield
+
+
+TOOLKIT = _toolkit_ops()
+
+
+@pytest.mark.parametrize("how", ["kill", "timeout"])
+@pytest.mark.parametrize("op", sorted(TOOLKIT))
+def test_every_blocking_toolkit_method_can_be_killed_and_timed_out(op, how):
+    trace = []
+
+    def victim(make_trap):
+        try:
+            yield make_trap()
+        except kernel.Cancelled as e:
+            trace.append(type(e).__name__)
+            raise
+
+    def main():
+        make_trap, helper = yield from TOOLKIT[op]()
+        if how == "kill":
+            t = yield spawn(victim, make_trap)
+            yield sleep(0.002)
+            yield kill(t)
+            result = t.state
+        else:
+            try:
+                with timeout(0.002):
+                    yield from victim(make_trap)
+            except TimeoutError:
+                result = "TimeoutError"
+        if helper is not None:
+            yield kill(helper)
+        return result
+
+    with kernel.Kernel() as k:
+        result = k.run(main)
+        assert k.poller.waiting == 0 and k.timers.live == 0 and not k.tasks
+    if how == "kill":
+        assert result is kernel.TaskState.EXITED and trace == ["Cancelled"]
+    else:
+        assert result == "TimeoutError" and trace == ["TimedOut"]

@@ -564,3 +564,15 @@ def test_cleanup_run_by_a_forced_close_knows_its_task():
 
     run(main)
     assert seen == [("stubborn", "running")]
+
+
+def test_a_trap_can_be_spawned_as_a_task():
+    def main():
+        t1 = yield spawn(sleep(0.001))
+        t2 = yield spawn(sleep, 0.001)  # a function returning a trap
+        results = [(yield join(t1)), (yield join(t2))]
+        with pytest.raises(TypeError, match="arguments"):
+            yield spawn(sleep(1), 2)
+        return results
+
+    assert run(main) == [None, None]
