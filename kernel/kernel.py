@@ -29,6 +29,7 @@ from collections.abc import Hashable
 from typing import Any, Callable, Optional
 
 from . import sysio
+from .door import Door
 from .errors import Cancelled, Deadlock, KernelPanic
 from .files import FileTable
 from .poller import Poller
@@ -81,6 +82,8 @@ class Kernel:
         self.runq = RunQueue()
         self.files = FileTable()
         self.channels = WaitChannels()
+        self.door = Door()
+        self.poller.add_kernel_reader(self.door.bell.fd, self.door.bell.drain)
         self.tasks: dict[int, Task] = {}  # every task not yet EXITED, by tid
         self.current: Optional[Task] = None  # the RUNNING task, if any
         self.main: Optional[Task] = None
@@ -141,13 +144,17 @@ class Kernel:
                 deadline = timers.next_deadline()
                 if deadline is not None:
                     timeout = max(0.0, deadline - clock())
-                elif poller.waiting:
-                    timeout = None  # only I/O (or a signal) can wake anybody
+                elif poller.waiting or self.door.external or self._signals.watched:
+                    timeout = None  # only I/O, another thread or a signal can wake anybody
                 else:
                     self._deadlock()
                     continue
             if timeout != 0.0 or poller.waiting:
                 poller.poll(timeout, complete)
+            if self.door.calls:
+                self._run_posted_calls()
+            if self._signals.arrived:
+                self._signals.dispatch()
             if self._signals.pending:
                 self._deliver_sigint()
             # Phase 2: wake the tasks whose deadlines have passed.
@@ -362,6 +369,42 @@ class Kernel:
             self.wake(task, None)
         return len(woken)
 
+    def call_from_thread(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` in the kernel's thread at its next loop pass, outside any task.
+
+        The one thread-safe entry into the kernel (see door.py): from another
+        thread, post a function that does the kernel-side work, e.g. wakes a
+        channel a task waits on.
+        """
+        self.door.post(fn)
+
+    def watch_signal(self, signum: int, callback: Callable[[int], None]) -> None:
+        """Call ``callback(signum)`` from the loop whenever ``signum`` arrives, until
+        `unwatch_signal`; the previous handler is put back then (or when the run ends)."""
+        self._signals.watch(signum, callback)
+
+    def unwatch_signal(self, signum: int, callback: Callable[[int], None]) -> None:
+        self._signals.unwatch(signum, callback)
+
+    def expect_call(self) -> None:
+        """Another thread will post a call: until `call_arrived`, waiting is no deadlock."""
+        self.door.external += 1
+
+    def call_arrived(self) -> None:
+        """The call announced by `expect_call` has come (or will not come any more)."""
+        self.door.external -= 1
+
+    def _run_posted_calls(self) -> None:
+        calls = self.door.calls
+        for _ in range(len(calls)):  # those posted meanwhile wait for the next pass
+            fn = calls.popleft()
+            try:
+                fn()
+            except KernelPanic:
+                raise
+            except Exception:
+                log.exception("a function posted with call_from_thread failed: %r", fn)
+
     def _complete(self, task: Task) -> bool:
         return sysio.complete(self, task)
 
@@ -431,6 +474,7 @@ class Kernel:
             return
         self._closed = True
         self.poller.close()
+        self.door.bell.close()
         self.files.restore()
 
     def __enter__(self) -> Kernel:

@@ -273,6 +273,23 @@ class Poller:
                 except OSError:
                     pass  # the number was closed, which unregistered it
 
+    def forget(self, fd: int) -> list[Task]:
+        """The fd is about to be closed: unregister it and return the tasks that waited on
+        it (taken off the fd; the caller wakes them with an error)."""
+        self.drained.discard(fd)
+        w = self._watches.pop(fd, None)
+        if w is None:
+            return []
+        waiters = w.readers + w.writers
+        w.readers, w.writers = [], []
+        self.waiting -= len(waiters)
+        if w.mask:
+            try:
+                self.backend.set(fd, w.mask, 0)
+            except OSError:
+                pass  # already closed behind our back: nothing left to unregister
+        return waiters
+
     def add_kernel_reader(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback()`` whenever ``fd`` is readable (the kernel's own fds, e.g. signals)."""
         w = self._watch_for(fd, fd)

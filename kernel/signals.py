@@ -1,4 +1,4 @@
-"""Signals: getting Ctrl-C (SIGINT) into the run loop safely.
+"""Signals: getting Ctrl-C (SIGINT), and the signals tasks wait for, into the run loop safely.
 
 A Python signal handler runs between two bytecodes of whatever code is
 running, kernel code included. Raising `KeyboardInterrupt` there could tear
@@ -18,47 +18,89 @@ on the spot: the escape hatch, as in a shell. The previous handler and
 wakeup fd are put back when the kernel stops running. Handlers can only be
 set from the main thread; a kernel running in another thread leaves signals
 alone.
+
+Tasks can also wait for signals (`Kernel.watch_signal`, used by
+``syscalls.SignalSet``): the handler then only queues the signal number,
+and the loop hands it to the watchers after the wait. While a task watches
+SIGINT, Ctrl-C is a signal like the others and raises no KeyboardInterrupt.
 """
 
 from __future__ import annotations
 
+import collections
 import signal
 import socket
 import threading
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 class SignalWakeup:
-    """Owns SIGINT and the wakeup fd for the duration of one ``Kernel.run``."""
+    """Owns the wakeup fd, SIGINT, and the signals tasks wait for, during one ``Kernel.run``."""
 
     def __init__(self) -> None:
         self.pending = False  # a SIGINT waits to be delivered into main
+        self.arrived: collections.deque[int] = collections.deque()  # watched signals, in order
+        self._watchers: dict[int, list[Callable[[int], None]]] = {}
+        self._saved: dict[int, Any] = {}  # signum -> the handler to put back
         self._rsock: Optional[socket.socket] = None
         self._wsock: Optional[socket.socket] = None
-        self._old_handler: Any = None
         self._old_wakeup_fd = -1
         self.installed = False
+        self.owns_sigint = False
 
     def install(self) -> Optional[int]:
-        """Take over SIGINT if we are in the main thread and nobody else has; return the
-        fd the poller must watch, or None when signals are left alone."""
+        """In the main thread, set the wakeup fd and take over SIGINT (if nobody else has);
+        return the fd the poller must watch, or None when signals are left alone."""
         if threading.current_thread() is not threading.main_thread():
             return None
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            return None  # the program installed its own handler: respect it
         self._rsock, self._wsock = socket.socketpair()
         self._rsock.setblocking(False)
         self._wsock.setblocking(False)
         self._old_wakeup_fd = signal.set_wakeup_fd(self._wsock.fileno(), warn_on_full_buffer=False)
-        self._old_handler = signal.signal(signal.SIGINT, self._handler)
         self.installed = True
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._saved[signal.SIGINT] = signal.signal(signal.SIGINT, self._handler)
+            self.owns_sigint = True
         return self._rsock.fileno()
 
+    def watch(self, signum: int, callback: Callable[[int], None]) -> None:
+        """Call ``callback(signum)`` (from the run loop) each time ``signum`` arrives."""
+        if not self.installed:
+            raise RuntimeError("signals can be waited for only in a kernel run by the main thread")
+        watchers = self._watchers.setdefault(signum, [])
+        if not watchers and not (signum == signal.SIGINT and self.owns_sigint):
+            self._saved[signum] = signal.signal(signum, self._handler)
+        watchers.append(callback)
+
+    def unwatch(self, signum: int, callback: Callable[[int], None]) -> None:
+        watchers = self._watchers.get(signum, [])
+        if callback in watchers:
+            watchers.remove(callback)
+        if not watchers and signum in self._watchers:
+            del self._watchers[signum]
+            if not (signum == signal.SIGINT and self.owns_sigint):
+                signal.signal(signum, self._saved.pop(signum))
+
+    @property
+    def watched(self) -> bool:
+        """Some task waits for a signal (so waiting is no deadlock: the signal may come)."""
+        return bool(self._watchers)
+
     def _handler(self, signum: int, frame: Optional[FrameType]) -> None:
-        if self.pending:
+        if signum in self._watchers:
+            self.arrived.append(signum)  # a task waits for it (SIGINT too: no Ctrl-C then)
+        elif self.pending:
             raise KeyboardInterrupt  # asked twice and not yet delivered: force it
-        self.pending = True
+        else:
+            self.pending = True
+
+    def dispatch(self) -> None:
+        """Hand each arrived signal to its watchers (from the run loop)."""
+        while self.arrived:
+            signum = self.arrived.popleft()
+            for callback in list(self._watchers.get(signum, ())):
+                callback(signum)
 
     def drain(self) -> None:
         """Empty the wakeup socket (its bytes only served to end the wait)."""
@@ -70,11 +112,15 @@ class SignalWakeup:
             pass
 
     def uninstall(self) -> None:
-        """Put back the previous handler and wakeup fd; close the socket pair."""
+        """Put back every handler and the wakeup fd; close the socket pair."""
         if not self.installed:
             return
-        self.installed = False
-        signal.signal(signal.SIGINT, self._old_handler)
+        self.installed = self.owns_sigint = False
+        self._watchers.clear()
+        self.arrived.clear()
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+        self._saved.clear()
         signal.set_wakeup_fd(self._old_wakeup_fd)
         assert self._rsock is not None and self._wsock is not None
         self._rsock.close()

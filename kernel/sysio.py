@@ -18,19 +18,28 @@ task's: they are raised in the task at its trap.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from .task import Task
 from .traps import (
     SWITCH,
     Accept,
+    Close,
     Connect,
     IOTrap,
     Read,
     Recv,
+    RecvFrom,
+    RecvFromInto,
+    RecvInto,
     Send,
     SendAll,
+    SendFile,
+    SendTo,
+    Shutdown,
     WaitReadable,
     WaitWritable,
     Write,
@@ -87,15 +96,44 @@ def complete(k: Kernel, task: Task) -> bool:
     return True
 
 
-def _note_read(k: Kernel, trap: IOTrap[Any], data: bytes) -> None:
+def _note_read(k: Kernel, trap: IOTrap[Any], data: Any) -> None:
     """Remember whether the read emptied the fd (see the discussion in `sys_io`)."""
-    if len(data) < trap.n:
+    if (data if type(data) is int else len(data)) < trap.n:
         k.poller.drained.add(trap.fd)
     else:
         k.poller.drained.discard(trap.fd)
 
 
+def sys_close(k: Kernel, task: Task, trap: Close) -> Any:
+    """Wake whoever waits on the fd with EBADF, forget it in the poller, then close it."""
+    for waiter in k.poller.forget(trap.fd):
+        k.wake_exc(waiter, OSError(errno.EBADF, f"fd {trap.fd} was closed while waited on"))
+    close = getattr(trap.file, "close", None)
+    if close is not None:
+        close()
+    else:
+        os.close(trap.fd)
+    return None
+
+
 SERVICES: dict[type, Callable[..., Any]] = {
     cls: sys_io
-    for cls in (Read, Write, Recv, Send, SendAll, Accept, Connect, WaitReadable, WaitWritable)
+    for cls in (
+        Read,
+        Write,
+        Recv,
+        RecvInto,
+        RecvFrom,
+        RecvFromInto,
+        Send,
+        SendAll,
+        SendTo,
+        SendFile,
+        Shutdown,
+        Accept,
+        Connect,
+        WaitReadable,
+        WaitWritable,
+    )
 }
+SERVICES[Close] = sys_close

@@ -375,6 +375,119 @@ class SendAll(SocketTrap[None]):
         return None
 
 
+class RecvInto(SocketTrap[int]):
+    """``sock.recv_into(buffer, nbytes)``: fill (part of) ``buffer``; returns the count."""
+
+    __slots__ = ("buffer", "n")
+    reads = True
+
+    def __init__(self, sock: socket.socket, buffer: Any, nbytes: int = 0) -> None:
+        super().__init__(sock)
+        self.buffer = buffer
+        self.n = _check_size(nbytes) or memoryview(buffer).nbytes
+
+    def attempt(self) -> int:
+        return self.sock.recv_into(self.buffer, self.n)
+
+
+class RecvFrom(SocketTrap[tuple[bytes, Any]]):
+    """``sock.recvfrom(n)``: one datagram (up to ``n`` bytes) and the sender's address."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, sock: socket.socket, n: int) -> None:
+        super().__init__(sock)
+        self.n = _check_size(n)
+
+    def attempt(self) -> tuple[bytes, Any]:
+        return self.sock.recvfrom(self.n)
+
+
+class RecvFromInto(SocketTrap[tuple[int, Any]]):
+    """``sock.recvfrom_into(buffer, nbytes)``: one datagram into ``buffer``, and the sender."""
+
+    __slots__ = ("buffer", "n")
+
+    def __init__(self, sock: socket.socket, buffer: Any, nbytes: int = 0) -> None:
+        super().__init__(sock)
+        self.buffer = buffer
+        self.n = _check_size(nbytes)
+
+    def attempt(self) -> tuple[int, Any]:
+        return self.sock.recvfrom_into(self.buffer, self.n)
+
+
+class SendTo(SocketTrap[int]):
+    """``sock.sendto(data, address)``: send one datagram; returns the count sent."""
+
+    __slots__ = ("data", "address")
+    writing = True
+
+    def __init__(self, sock: socket.socket, data: bytes, address: Any) -> None:
+        super().__init__(sock)
+        self.data = data
+        self.address = address
+
+    def attempt(self) -> int:
+        return self.sock.sendto(self.data, self.address)
+
+
+class Shutdown(SocketTrap[None]):
+    """``sock.shutdown(how)``: stop reading, writing or both (never blocks)."""
+
+    __slots__ = ("how",)
+
+    def __init__(self, sock: socket.socket, how: int) -> None:
+        super().__init__(sock)
+        self.how = how
+
+    def attempt(self) -> None:
+        self.sock.shutdown(self.how)
+
+
+class SendFile(SocketTrap[int]):
+    """Send ``count`` bytes (None: to the end) of a regular file from ``offset``, with
+    ``os.sendfile``: the kernel copies file to socket without passing through Python.
+    Returns the bytes sent; a file object's position is left after them."""
+
+    __slots__ = ("in_file", "in_fd", "offset", "_left", "sent")
+    writing = True
+
+    def __init__(
+        self, sock: socket.socket, file: FileLike, offset: int = 0, count: Optional[int] = None
+    ) -> None:
+        super().__init__(sock)
+        self.in_file = file
+        self.in_fd = fileno(file)
+        self.offset = _check_size(offset)
+        self._left = None if count is None else _check_size(count)
+        self.sent = 0  # progress, kept across the attempts
+
+    def attempt(self) -> int:
+        while self._left is None or self._left > 0:
+            chunk = SEND_CHUNK if self._left is None else min(self._left, SEND_CHUNK)
+            n = os.sendfile(self.fd, self.in_fd, self.offset + self.sent, chunk)
+            if n == 0:  # end of file
+                break
+            self.sent += n
+            if self._left is not None:
+                self._left -= n
+        if hasattr(self.in_file, "seek"):
+            self.in_file.seek(self.offset + self.sent)
+        return self.sent
+
+
+class Close(Trap[None]):
+    """Close an fd (or a socket or file object), first waking every task that waits on it
+    with an `OSError` (EBADF), so none is left parked on an fd that no longer exists."""
+
+    __slots__ = ("file", "fd")
+
+    def __init__(self, file: FileLike) -> None:
+        self.file = file
+        self.fd = fileno(file)
+
+
 class Accept(SocketTrap[tuple[socket.socket, Any]]):
     """``sock.accept()``: a new connection ``(conn, address)``; ``conn`` is non-blocking."""
 

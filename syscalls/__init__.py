@@ -31,6 +31,7 @@ from kernel.traps import (
     GETTID,
     SCHED_YIELD,
     Accept,
+    Close,
     Connect,
     FileLike,
     GetTid,
@@ -39,9 +40,15 @@ from kernel.traps import (
     Operation,
     Read,
     Recv,
+    RecvFrom,
+    RecvFromInto,
+    RecvInto,
     SchedYield,
     Send,
     SendAll,
+    SendFile,
+    SendTo,
+    Shutdown,
     Sleep,
     Spawn,
     Target,
@@ -61,6 +68,7 @@ __all__ = [
     "CancelScope",
     "accept",
     "clock",
+    "close",
     "connect",
     "current_task",
     "gettid",
@@ -71,10 +79,16 @@ __all__ = [
     "operation",
     "read",
     "recv",
+    "recv_into",
+    "recvfrom",
+    "recvfrom_into",
     "sched_yield",
     "send",
     "sendall",
+    "sendfile",
+    "sendto",
     "shield",
+    "shutdown",
     "sleep",
     "spawn",
     "timeout",
@@ -293,6 +307,51 @@ def recv(sock: socket.socket, n: int) -> Recv:
 def send(sock: socket.socket, data: bytes) -> Send:
     """Send what fits of ``data`` now (waiting for room if none); the result is the count sent."""
     return Send(sock, data)
+
+
+def recv_into(sock: socket.socket, buffer: Any, nbytes: int = 0) -> RecvInto:
+    """Receive into ``buffer`` (up to ``nbytes``, 0: its size); the result is the count."""
+    return RecvInto(sock, buffer, nbytes)
+
+
+def recvfrom(sock: socket.socket, n: int) -> RecvFrom:
+    """Receive one datagram of up to ``n`` bytes; the result is ``(data, address)``."""
+    return RecvFrom(sock, n)
+
+
+def recvfrom_into(sock: socket.socket, buffer: Any, nbytes: int = 0) -> RecvFromInto:
+    """Receive one datagram into ``buffer``; the result is ``(count, address)``."""
+    return RecvFromInto(sock, buffer, nbytes)
+
+
+def sendto(sock: socket.socket, data: bytes, address: Any) -> SendTo:
+    """Send one datagram to ``address``; the result is the count sent."""
+    return SendTo(sock, data, address)
+
+
+def shutdown(sock: socket.socket, how: int) -> Shutdown:
+    """Shut down reading (``socket.SHUT_RD``), writing (``SHUT_WR``) or both (``SHUT_RDWR``).
+
+    ``SHUT_WR`` sends the peer an end of file while we can still read its answer.
+    """
+    return Shutdown(sock, how)
+
+
+def sendfile(
+    sock: socket.socket, file: FileLike, offset: int = 0, count: Optional[int] = None
+) -> SendFile:
+    """Send a regular file's bytes (from ``offset``; ``count`` of them, or all) over ``sock``
+    with ``os.sendfile``, without copying them through Python; the result is the count."""
+    return SendFile(sock, file, offset, count)
+
+
+def close(file: FileLike) -> Close:
+    """Close an fd, a socket or a file, waking every task that waits on it with an
+    `OSError` (EBADF) instead of leaving it parked on an fd that no longer exists.
+
+    Prefer it to ``sock.close()`` whenever another task may be waiting on the fd.
+    """
+    return Close(file)
 
 
 def sendall(sock: socket.socket, data: bytes) -> SendAll:

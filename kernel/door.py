@@ -1,0 +1,90 @@
+"""The door: how other threads get work into the kernel's thread, and wake it to do it.
+
+The kernel's data structures belong to its one thread: no locks guard them.
+So another thread (a worker of the thread pool, a GUI, a library's callback)
+never touches them; it *posts* a function with `Kernel.call_from_thread`,
+and the kernel runs it at a safe point of its loop, between two passes,
+outside any task. Posting is two steps, both safe from any thread:
+
+1. append the function to a `collections.deque` (append and popleft are
+   atomic in CPython and PyPy);
+2. ring the *doorbell*: write to an ``eventfd`` (or, where there is none,
+   a socket pair) that the poller watches, so that a loop sleeping in
+   ``epoll_wait`` wakes up at once.
+
+While a thread is expected to post something (a job in the thread pool),
+the kernel counts it as an *external* wait: nothing is ready, no fd is
+watched and no timer is pending, yet it is no deadlock, because the
+doorbell will ring.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+from typing import Callable, Optional
+
+
+class Doorbell:
+    """An fd that any thread can make readable, and the kernel can empty."""
+
+    def __init__(self) -> None:
+        self._efd: Optional[int] = None
+        self._rsock: Optional[socket.socket] = None
+        self._wsock: Optional[socket.socket] = None
+        eventfd = getattr(os, "eventfd", None)  # Linux, Python 3.10+ (looked up, for 3.9)
+        if eventfd is not None:
+            flags = getattr(os, "EFD_NONBLOCK") | getattr(os, "EFD_CLOEXEC")  # noqa: B009
+            self._efd = eventfd(0, flags)
+            self._eventfd_write = getattr(os, "eventfd_write")  # noqa: B009
+            self._eventfd_read = getattr(os, "eventfd_read")  # noqa: B009
+            self.fd = self._efd
+        else:
+            self._rsock, self._wsock = socket.socketpair()
+            self._rsock.setblocking(False)
+            self._wsock.setblocking(False)
+            self.fd = self._rsock.fileno()
+
+    def ring(self) -> None:
+        """Make the fd readable (from any thread; a full buffer already means "rung")."""
+        try:
+            if self._efd is not None:
+                self._eventfd_write(self._efd, 1)
+            elif self._wsock is not None:
+                self._wsock.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already rung, or the kernel is closing
+
+    def drain(self) -> None:
+        """Empty the fd, so the poller stops reporting it (kernel thread only)."""
+        try:
+            if self._efd is not None:
+                self._eventfd_read(self._efd)
+            elif self._rsock is not None:
+                while self._rsock.recv(4096):
+                    pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if self._efd is not None:
+            os.close(self._efd)
+            self._efd = None
+        for sock in (self._rsock, self._wsock):
+            if sock is not None:
+                sock.close()
+        self._rsock = self._wsock = None
+
+
+class Door:
+    """Functions posted by other threads, and the doorbell that announces them."""
+
+    def __init__(self) -> None:
+        self.bell = Doorbell()
+        self.calls: collections.deque[Callable[[], None]] = collections.deque()
+        self.external = 0  # posts the kernel is still expecting (see the module docstring)
+
+    def post(self, fn: Callable[[], None]) -> None:
+        self.calls.append(fn)
+        self.bell.ring()
