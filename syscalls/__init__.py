@@ -70,6 +70,7 @@ __all__ = [
     "clock",
     "close",
     "connect",
+    "current_kernel",
     "current_task",
     "gettid",
     "join",
