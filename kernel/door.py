@@ -80,11 +80,13 @@ class Doorbell:
 class Door:
     """Functions posted by other threads, and the doorbell that announces them."""
 
-    def __init__(self) -> None:
+    def __init__(self, attention: Callable[[], None]) -> None:
         self.bell = Doorbell()
         self.calls: collections.deque[Callable[[], None]] = collections.deque()
         self.external = 0  # posts the kernel is still expecting (see the module docstring)
+        self._attention = attention  # tells the loop to look here (it may not poll at all)
 
     def post(self, fn: Callable[[], None]) -> None:
         self.calls.append(fn)
+        self._attention()
         self.bell.ring()

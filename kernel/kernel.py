@@ -82,14 +82,17 @@ class Kernel:
         self.runq = RunQueue()
         self.files = FileTable()
         self.channels = WaitChannels()
-        self.door = Door()
+        # Set (from a signal handler or another thread) when the loop must look at
+        # posted calls or signals: one check per pass instead of three.
+        self.attention = False
+        self.door = Door(self._call_attention)
         self.poller.add_kernel_reader(self.door.bell.fd, self.door.bell.drain)
         self.tasks: dict[int, Task] = {}  # every task not yet EXITED, by tid
         self.current: Optional[Task] = None  # the RUNNING task, if any
         self.main: Optional[Task] = None
         self.stopping = False  # main has exited: the others are being cancelled
         self._tids = itertools.count(1)
-        self._signals = SignalWakeup()
+        self._signals = SignalWakeup(self._call_attention)
         self._running = False
         self._closed = False
 
@@ -151,12 +154,8 @@ class Kernel:
                     continue
             if timeout != 0.0 or poller.waiting:
                 poller.poll(timeout, complete)
-            if self.door.calls:
-                self._run_posted_calls()
-            if self._signals.arrived:
-                self._signals.dispatch()
-            if self._signals.pending:
-                self._deliver_sigint()
+            if self.attention:  # calls posted by other threads, signals
+                self._attend()
             # Phase 2: wake the tasks whose deadlines have passed.
             if timers.live:
                 timers.expire(clock())
@@ -249,7 +248,7 @@ class Kernel:
         task.coro = None
         task.result, task.exception = result, exception
         del self.tasks[task.tid]
-        waiters, task.exit_waiters = task.exit_waiters, []
+        waiters, task.exit_waiters = task.exit_waiters or (), None
         for waiter in waiters:
             if type(waiter.trap) is Join:
                 task.joined = True
@@ -394,6 +393,18 @@ class Kernel:
         """The call announced by `expect_call` has come (or will not come any more)."""
         self.door.external -= 1
 
+    def _call_attention(self) -> None:
+        self.attention = True
+
+    def _attend(self) -> None:
+        self.attention = False  # before looking: what arrives meanwhile sets it again
+        if self.door.calls:
+            self._run_posted_calls()
+        if self._signals.arrived:
+            self._signals.dispatch()
+        if self._signals.pending:
+            self._deliver_sigint()
+
     def _run_posted_calls(self) -> None:
         calls = self.door.calls
         for _ in range(len(calls)):  # those posted meanwhile wait for the next pass
@@ -460,7 +471,7 @@ class Kernel:
         for task in sorted(self.tasks.values(), key=lambda t: t.tid):
             if task.state is BLOCKED and task.undo is not None:
                 task.undo()
-            task.exit_waiters.clear()  # nobody will be scheduled to hear of it
+            task.exit_waiters = None  # nobody will be scheduled to hear of it
             self._close(task)
         self.runq.clear()
 

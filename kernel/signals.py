@@ -38,7 +38,8 @@ from typing import Any, Callable, Optional
 class SignalWakeup:
     """Owns the wakeup fd, SIGINT, and the signals tasks wait for, during one ``Kernel.run``."""
 
-    def __init__(self) -> None:
+    def __init__(self, attention: Callable[[], None]) -> None:
+        self._attention = attention  # tells the loop to look here (it may not poll at all)
         self.pending = False  # a SIGINT waits to be delivered into main
         self.arrived: collections.deque[int] = collections.deque()  # watched signals, in order
         self._watchers: dict[int, list[Callable[[int], None]]] = {}
@@ -90,10 +91,12 @@ class SignalWakeup:
     def _handler(self, signum: int, frame: Optional[FrameType]) -> None:
         if signum in self._watchers:
             self.arrived.append(signum)  # a task waits for it (SIGINT too: no Ctrl-C then)
+            self._attention()
         elif self.pending:
             raise KeyboardInterrupt  # asked twice and not yet delivered: force it
         else:
             self.pending = True
+            self._attention()
 
     def dispatch(self) -> None:
         """Hand each arrived signal to its watchers (from the run loop)."""

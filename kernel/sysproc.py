@@ -81,6 +81,8 @@ def sys_kill(k: Kernel, task: Task, trap: Kill) -> Any:
 
 def _wait_for_exit(k: Kernel, task: Task, trap: Any, target: Task) -> None:
     """Park ``task`` until ``target`` exits (`Kernel.exit_task` wakes the exit waiters)."""
+    if target.exit_waiters is None:
+        target.exit_waiters = []
     target.exit_waiters.append(task)
     k.park(task, trap, functools.partial(target.exit_waiters.remove, task))
 

@@ -91,7 +91,7 @@ class Task:
         self.trap: Any = None
         self.undo: Optional[Callable[[], None]] = None
         # Tasks blocked in join() or kill() on this task, woken when it exits.
-        self.exit_waiters: list[Task] = []
+        self.exit_waiters: Optional[list[Task]] = None  # made on the first join or kill
         # The rest of the saved context while an Operation trap runs as a subroutine:
         # the generators below ``coro``, innermost last (None: no subroutine running).
         self.callers: Optional[list[Coro]] = None
