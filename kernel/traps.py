@@ -180,9 +180,25 @@ def _one_trap(trap: Trap[Any]) -> Coro:
     return (yield trap)
 
 
+def _coroutine_from_result(target: Any, coro: Any) -> Coro:
+    if isinstance(coro, (types.GeneratorType, types.CoroutineType)):
+        return coro
+    if isinstance(coro, Trap):  # spawn(sleep, 5), spawn(lock.acquire)...
+        return _one_trap(coro)
+    raise TypeError(
+        f"a task must be a generator or a coroutine: {target!r} returned {coro!r}"
+        " (is it a plain function, without yield or async def?)"
+    )
+
+
 def coroutine_of(target: Target, args: tuple[Any, ...]) -> Coro:
     """The generator or coroutine a task will run, from what spawn/run was given:
     a generator or coroutine object, a trap, or a function returning one of these."""
+    if type(target) is types.FunctionType:  # the common case first: it costs a spawn less
+        coro = target(*args)
+        if type(coro) is types.GeneratorType or type(coro) is types.CoroutineType:
+            return coro
+        return _coroutine_from_result(target, coro)
     if isinstance(target, (types.GeneratorType, types.CoroutineType)):
         if args:
             raise TypeError(f"arguments given with an already created generator {target!r}")
@@ -194,15 +210,7 @@ def coroutine_of(target: Target, args: tuple[Any, ...]) -> Coro:
             raise TypeError(f"arguments given with a trap {target!r}")
         return _one_trap(target)
     if callable(target):
-        coro = target(*args)
-        if isinstance(coro, (types.GeneratorType, types.CoroutineType)):
-            return coro
-        if isinstance(coro, Trap):  # spawn(sleep, 5), spawn(lock.acquire)...
-            return _one_trap(coro)
-        raise TypeError(
-            f"a task must be a generator or a coroutine: {target!r} returned {coro!r}"
-            " (is it a plain function, without yield or async def?)"
-        )
+        return _coroutine_from_result(target, target(*args))
     raise TypeError(
         "a task must be a generator or coroutine, a trap, or a function returning one,"
         f" not {target!r}"
