@@ -41,6 +41,8 @@ T = TypeVar("T")
 
 #: An fd: a plain int, or anything with a ``fileno()`` method (sockets, files, pipes' file objects).
 FileLike = Any
+#: Bytes to send or write: anything with the buffer protocol, as os.write and send accept.
+Buffer = Union[bytes, bytearray, memoryview]
 #: What can become a task: a generator/coroutine object, or a function returning one.
 Target = Union["Coro", Callable[..., "Coro"]]
 
@@ -307,7 +309,7 @@ class Write(IOTrap[int]):
     __slots__ = ("data",)
     writing = True
 
-    def __init__(self, file: FileLike, data: bytes) -> None:
+    def __init__(self, file: FileLike, data: Buffer) -> None:
         super().__init__(file)
         self.data = data
 
@@ -347,7 +349,7 @@ class Send(SocketTrap[int]):
     __slots__ = ("data",)
     writing = True
 
-    def __init__(self, sock: socket.socket, data: bytes) -> None:
+    def __init__(self, sock: socket.socket, data: Buffer) -> None:
         super().__init__(sock)
         self.data = data
 
@@ -365,9 +367,12 @@ class SendAll(SocketTrap[None]):
     __slots__ = ("_rest",)
     writing = True
 
-    def __init__(self, sock: socket.socket, data: bytes) -> None:
+    def __init__(self, sock: socket.socket, data: Buffer) -> None:
         super().__init__(sock)
-        self._rest = memoryview(data).cast("B")  # what is still to send: the trap's progress
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:  # only then: PyPy copies cast views slowly
+            view = view.cast("B")
+        self._rest = view  # what is still to send: the trap's progress
 
     @property
     def remaining(self) -> int:
@@ -431,7 +436,7 @@ class SendTo(SocketTrap[int]):
     __slots__ = ("data", "address")
     writing = True
 
-    def __init__(self, sock: socket.socket, data: bytes, address: Any) -> None:
+    def __init__(self, sock: socket.socket, data: Buffer, address: Any) -> None:
         super().__init__(sock)
         self.data = data
         self.address = address

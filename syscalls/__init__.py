@@ -31,6 +31,7 @@ from kernel.traps import (
     GETTID,
     SCHED_YIELD,
     Accept,
+    Buffer,
     Close,
     Connect,
     FileLike,
@@ -263,7 +264,7 @@ def read(fd: FileLike, n: int) -> Read:
     return Read(fd, n)
 
 
-def write(fd: FileLike, data: bytes) -> Write:
+def write(fd: FileLike, data: Buffer) -> Write:
     """Write ``data`` to ``fd``, as `os.write`: the result is how many bytes were
     written, which may be fewer than ``len(data)``. Waits while ``fd`` is full."""
     return Write(fd, data)
@@ -305,7 +306,7 @@ def recv(sock: socket.socket, n: int) -> Recv:
     return Recv(sock, n)
 
 
-def send(sock: socket.socket, data: bytes) -> Send:
+def send(sock: socket.socket, data: Buffer) -> Send:
     """Send what fits of ``data`` now (waiting for room if none); the result is the count sent."""
     return Send(sock, data)
 
@@ -325,7 +326,7 @@ def recvfrom_into(sock: socket.socket, buffer: Any, nbytes: int = 0) -> RecvFrom
     return RecvFromInto(sock, buffer, nbytes)
 
 
-def sendto(sock: socket.socket, data: bytes, address: Any) -> SendTo:
+def sendto(sock: socket.socket, data: Buffer, address: Any) -> SendTo:
     """Send one datagram to ``address``; the result is the count sent."""
     return SendTo(sock, data, address)
 
@@ -355,7 +356,7 @@ def close(file: FileLike) -> Close:
     return Close(file)
 
 
-def sendall(sock: socket.socket, data: bytes) -> SendAll:
+def sendall(sock: socket.socket, data: Buffer) -> SendAll:
     """Send all of ``data``, waiting for buffer space as often as needed.
 
     If it is interrupted (killed, or the connection fails), part of the data
@@ -367,6 +368,12 @@ def sendall(sock: socket.socket, data: bytes) -> SendAll:
 # ── Libraries built from the traps above (imported last: they use them) ──
 
 from .groups import TaskGroup, gather, race, task_group  # noqa: E402
+from .processes import (  # noqa: E402
+    PipeStream,
+    Process,
+    run_process,
+    spawn_process,
+)
 from .queues import LifoQueue, PriorityQueue, Queue, QueueClosed, QueueEmpty, QueueFull  # noqa: E402
 from .sync import (  # noqa: E402
     Barrier,
@@ -382,3 +389,4 @@ from .sync import (  # noqa: E402
 __all__ += ["LifoQueue", "PriorityQueue", "Queue", "QueueClosed", "QueueEmpty", "QueueFull"]
 __all__ += ["Barrier", "BoundedSemaphore", "BrokenBarrierError", "Condition", "Event"]
 __all__ += ["Lock", "RLock", "Semaphore", "TaskGroup", "gather", "race", "task_group"]
+__all__ += ["PipeStream", "Process", "run_process", "spawn_process"]
