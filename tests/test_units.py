@@ -576,3 +576,30 @@ def test_a_trap_can_be_spawned_as_a_task():
         return results
 
     assert run(main) == [None, None]
+
+
+def test_a_failed_signal_watch_leaves_no_trace():
+    """watch_signal(SIGKILL) fails; it must not leave the kernel thinking a signal
+    may still come (that would hide the Deadlock below for ever)."""
+    import signal
+
+    from syscalls import current_kernel, wait_on
+
+    def main():
+        with pytest.raises(OSError):
+            current_kernel().watch_signal(signal.SIGKILL, print)
+        current_kernel().unwatch_signal(signal.SIGKILL, print)  # harmless
+        yield wait_on("nothing will wake this")
+
+    with pytest.raises(kernel.Deadlock):
+        run(main)
+
+
+def test_ringing_a_closed_doorbell_is_harmless():
+    from kernel.door import Doorbell
+
+    bell = Doorbell()
+    bell.ring()
+    bell.drain()
+    bell.close()
+    bell.ring()  # another thread may still ring after the kernel closed: nothing happens
