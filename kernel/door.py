@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import os
 import socket
+import threading
 from typing import Callable, Optional
 
 
@@ -30,6 +31,9 @@ class Doorbell:
     """An fd that any thread can make readable, and the kernel can empty."""
 
     def __init__(self) -> None:
+        # ring() may run in any thread while close() runs in the kernel's: without the
+        # lock, a ring could write into a closed fd number that something else reuses.
+        self._lock = threading.Lock()
         self._efd: Optional[int] = None
         self._rsock: Optional[socket.socket] = None
         self._wsock: Optional[socket.socket] = None
@@ -48,13 +52,14 @@ class Doorbell:
 
     def ring(self) -> None:
         """Make the fd readable (from any thread; a full buffer already means "rung")."""
-        try:
-            if self._efd is not None:
-                self._eventfd_write(self._efd, 1)
-            elif self._wsock is not None:
-                self._wsock.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already rung, or the kernel is closing
+        with self._lock:
+            try:
+                if self._efd is not None:
+                    self._eventfd_write(self._efd, 1)
+                elif self._wsock is not None:
+                    self._wsock.send(b"\0")
+            except OSError:
+                pass  # a full buffer: it is rung already
 
     def drain(self) -> None:
         """Empty the fd, so the poller stops reporting it (kernel thread only)."""
@@ -68,13 +73,14 @@ class Doorbell:
             pass
 
     def close(self) -> None:
-        if self._efd is not None:
-            os.close(self._efd)
-            self._efd = None
-        for sock in (self._rsock, self._wsock):
-            if sock is not None:
-                sock.close()
-        self._rsock = self._wsock = None
+        with self._lock:
+            if self._efd is not None:
+                os.close(self._efd)
+                self._efd = None
+            for sock in (self._rsock, self._wsock):
+                if sock is not None:
+                    sock.close()
+            self._rsock = self._wsock = None
 
 
 class Door:

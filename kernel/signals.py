@@ -69,10 +69,9 @@ class SignalWakeup:
         """Call ``callback(signum)`` (from the run loop) each time ``signum`` arrives."""
         if not self.installed:
             raise RuntimeError("signals can be waited for only in a kernel run by the main thread")
-        watchers = self._watchers.setdefault(signum, [])
-        if not watchers and not (signum == signal.SIGINT and self.owns_sigint):
-            self._saved[signum] = signal.signal(signum, self._handler)
-        watchers.append(callback)
+        if signum not in self._watchers and not (signum == signal.SIGINT and self.owns_sigint):
+            self._saved[signum] = signal.signal(signum, self._handler)  # may fail: SIGKILL...
+        self._watchers.setdefault(signum, []).append(callback)
 
     def unwatch(self, signum: int, callback: Callable[[int], None]) -> None:
         watchers = self._watchers.get(signum, [])
@@ -80,7 +79,7 @@ class SignalWakeup:
             watchers.remove(callback)
         if not watchers and signum in self._watchers:
             del self._watchers[signum]
-            if not (signum == signal.SIGINT and self.owns_sigint):
+            if signum in self._saved and not (signum == signal.SIGINT and self.owns_sigint):
                 signal.signal(signum, self._saved.pop(signum))
 
     @property
