@@ -24,9 +24,8 @@ Between phases the loop watches for the three ways a run ends:
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Hashable
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import sysio
 from .door import Door
@@ -42,7 +41,18 @@ from .timers import DEFAULT_CLOCK, Clock, TimerQueue
 from .traps import CALL, SWITCH, Join, Target, coroutine_of, not_started
 from .wait import WaitChannels
 
-log = logging.getLogger("yieldos")
+if TYPE_CHECKING:
+    import logging
+
+
+
+def _log() -> logging.Logger:
+    """The "yieldos" logger. The logging package is imported only when a failure has to be
+    reported (it costs several milliseconds of start-up otherwise)."""
+    import logging
+
+    return logging.getLogger("yieldos")
+
 
 #: How many traps in a row a task may have answered at once (data already
 #: there, a spawn, a gettid) before it goes to the back of the run queue
@@ -271,7 +281,7 @@ class Kernel:
             if self.main is not None and self.main.state is not EXITED:
                 self.interrupt(self.main, exception)
             return
-        log.error(
+        _log().error(
             "task %r (tid %d) died and nobody joins it",
             task.name,
             task.tid,
@@ -414,7 +424,7 @@ class Kernel:
             except KernelPanic:
                 raise
             except Exception:
-                log.exception("a function posted with call_from_thread failed: %r", fn)
+                _log().exception("a function posted with call_from_thread failed: %r", fn)
 
     def _complete(self, task: Task) -> bool:
         return sysio.complete(self, task)
@@ -442,7 +452,7 @@ class Kernel:
         for task in blocked:
             if task.state is not BLOCKED:
                 continue  # woken by the exit of one closed before it
-            log.warning("%r cannot finish its cleanup; closing it", task)
+            _log().warning("%r cannot finish its cleanup; closing it", task)
             undo = task.undo
             if undo is not None:
                 undo()

@@ -13,7 +13,7 @@ in traps.py, beside the traps it answers).
 
 from __future__ import annotations
 
-import inspect
+import types
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import sysio, sysproc
@@ -36,9 +36,9 @@ def bad_trap(task: Task, value: Any) -> TypeError:
     hint = "yield a trap, such as sleep(1) or recv(sock, 100)"
     if value is None:
         hint = "a bare `yield` is not a trap; use `yield sched_yield()` to give up the CPU"
-    elif inspect.isgenerator(value):
+    elif isinstance(value, types.GeneratorType):
         hint = "a generator is not a trap; use `yield from` to call a helper generator"
-    elif inspect.iscoroutine(value):
+    elif isinstance(value, types.CoroutineType):
         hint = "a coroutine is not a trap; `await` it inside an async def, or spawn it"
         value.close()  # it will never run; closing it silences "never awaited"
     elif isinstance(value, type):

@@ -26,7 +26,6 @@ themselves, since they may need several attempts to complete.
 from __future__ import annotations
 
 import errno
-import inspect
 import numbers
 import operator
 import os
@@ -171,11 +170,20 @@ class Operation(Trap[T]):
 
 def not_started(coro: Optional[Coro]) -> bool:
     """True for a generator or coroutine that has not run its first line yet."""
+    # What inspect.getgeneratorstate does, without importing inspect (~4 ms at start-up).
     if isinstance(coro, types.GeneratorType):
-        return inspect.getgeneratorstate(coro) == inspect.GEN_CREATED
-    if isinstance(coro, types.CoroutineType):
-        return inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
-    return False
+        frame, running = coro.gi_frame, coro.gi_running
+        suspended = getattr(coro, "gi_suspended", None)  # Python 3.11+
+    elif isinstance(coro, types.CoroutineType):
+        frame, running = coro.cr_frame, coro.cr_running
+        suspended = getattr(coro, "cr_suspended", None)
+    else:
+        return False
+    if frame is None or running:
+        return False  # finished, or running right now
+    if suspended is not None:
+        return not suspended
+    return frame.f_lasti == -1  # Python 3.9 and 3.10: no instruction run yet
 
 
 def _one_trap(trap: Trap[Any]) -> Coro:

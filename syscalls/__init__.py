@@ -21,6 +21,7 @@ raised at the ``yield``. Every blocking call here can be interrupted by
 from __future__ import annotations
 
 import functools
+import importlib
 import socket
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar
@@ -365,28 +366,72 @@ def sendall(sock: socket.socket, data: Buffer) -> SendAll:
     return SendAll(sock, data)
 
 
-# ── Libraries built from the traps above (imported last: they use them) ──
+# ── Libraries built from the traps above ─────────────────────────────────
+#
+# Each lives in a module of its own and is imported on first use (PEP 562's
+# module __getattr__), so `import syscalls` stays cheap: a script that only
+# spawns and sleeps never pays for subprocess, threading or ssl.
 
-from .groups import TaskGroup, gather, race, task_group  # noqa: E402
-from .processes import (  # noqa: E402
-    PipeStream,
-    Process,
-    run_process,
-    spawn_process,
-)
-from .queues import LifoQueue, PriorityQueue, Queue, QueueClosed, QueueEmpty, QueueFull  # noqa: E402
-from .sync import (  # noqa: E402
-    Barrier,
-    BoundedSemaphore,
-    BrokenBarrierError,
-    Condition,
-    Event,
-    Lock,
-    RLock,
-    Semaphore,
-)
+_LIBRARIES = {
+    "files": ["AsyncFile", "open_file"],
+    "groups": ["TaskGroup", "gather", "race", "task_group"],
+    "processes": ["PipeStream", "Process", "run_process", "spawn_process"],
+    "queues": ["LifoQueue", "PriorityQueue", "Queue", "QueueClosed", "QueueEmpty", "QueueFull"],
+    "signals": ["SignalSet", "wait_signal"],
+    "sync": [
+        "Barrier",
+        "BoundedSemaphore",
+        "BrokenBarrierError",
+        "Condition",
+        "Event",
+        "Lock",
+        "RLock",
+        "Semaphore",
+    ],
+    "threads": ["ThreadPool", "getaddrinfo", "run_in_thread", "set_thread_limit", "thread_pool"],
+}
+_HOME = {name: module for module, names in _LIBRARIES.items() for name in names}
+__all__ += list(_HOME)
 
-__all__ += ["LifoQueue", "PriorityQueue", "Queue", "QueueClosed", "QueueEmpty", "QueueFull"]
-__all__ += ["Barrier", "BoundedSemaphore", "BrokenBarrierError", "Condition", "Event"]
-__all__ += ["Lock", "RLock", "Semaphore", "TaskGroup", "gather", "race", "task_group"]
-__all__ += ["PipeStream", "Process", "run_process", "spawn_process"]
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'syscalls' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"syscalls.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain global
+    return value
+
+
+if TYPE_CHECKING:  # the names above, for type checkers (`as` marks a re-export)
+    from .files import AsyncFile as AsyncFile
+    from .files import open_file as open_file
+    from .groups import TaskGroup as TaskGroup
+    from .groups import gather as gather
+    from .groups import race as race
+    from .groups import task_group as task_group
+    from .processes import PipeStream as PipeStream
+    from .processes import Process as Process
+    from .processes import run_process as run_process
+    from .processes import spawn_process as spawn_process
+    from .queues import LifoQueue as LifoQueue
+    from .queues import PriorityQueue as PriorityQueue
+    from .queues import Queue as Queue
+    from .queues import QueueClosed as QueueClosed
+    from .queues import QueueEmpty as QueueEmpty
+    from .queues import QueueFull as QueueFull
+    from .signals import SignalSet as SignalSet
+    from .signals import wait_signal as wait_signal
+    from .sync import Barrier as Barrier
+    from .sync import BoundedSemaphore as BoundedSemaphore
+    from .sync import BrokenBarrierError as BrokenBarrierError
+    from .sync import Condition as Condition
+    from .sync import Event as Event
+    from .sync import Lock as Lock
+    from .sync import RLock as RLock
+    from .sync import Semaphore as Semaphore
+    from .threads import ThreadPool as ThreadPool
+    from .threads import getaddrinfo as getaddrinfo
+    from .threads import run_in_thread as run_in_thread
+    from .threads import set_thread_limit as set_thread_limit
+    from .threads import thread_pool as thread_pool
