@@ -43,7 +43,7 @@ FileLike = Any
 #: Bytes to send or write: anything with the buffer protocol, as os.write and send accept.
 Buffer = Union[bytes, bytearray, memoryview]
 #: What can become a task: a generator/coroutine object, or a function returning one.
-Target = Union["Coro", Callable[..., "Coro"]]
+Target = Union["Coro", "Trap[Any]", Callable[..., Union["Coro", "Trap[Any]"]]]
 
 
 class Trap(Generic[T]):

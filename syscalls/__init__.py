@@ -378,6 +378,15 @@ _LIBRARIES = {
     "processes": ["PipeStream", "Process", "run_process", "spawn_process"],
     "queues": ["LifoQueue", "PriorityQueue", "Queue", "QueueClosed", "QueueEmpty", "QueueFull"],
     "signals": ["SignalSet", "wait_signal"],
+    "streams": [
+        "IncompleteReadError",
+        "LimitOverrunError",
+        "Listener",
+        "Stream",
+        "listen_tcp",
+        "open_connection",
+        "serve_tcp",
+    ],
     "sync": [
         "Barrier",
         "BoundedSemaphore",
@@ -422,6 +431,13 @@ if TYPE_CHECKING:  # the names above, for type checkers (`as` marks a re-export)
     from .queues import QueueFull as QueueFull
     from .signals import SignalSet as SignalSet
     from .signals import wait_signal as wait_signal
+    from .streams import IncompleteReadError as IncompleteReadError
+    from .streams import LimitOverrunError as LimitOverrunError
+    from .streams import Listener as Listener
+    from .streams import Stream as Stream
+    from .streams import listen_tcp as listen_tcp
+    from .streams import open_connection as open_connection
+    from .streams import serve_tcp as serve_tcp
     from .sync import Barrier as Barrier
     from .sync import BoundedSemaphore as BoundedSemaphore
     from .sync import BrokenBarrierError as BrokenBarrierError
