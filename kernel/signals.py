@@ -28,6 +28,7 @@ SIGINT, Ctrl-C is a signal like the others and raises no KeyboardInterrupt.
 from __future__ import annotations
 
 import collections
+import errno
 import signal
 import socket
 import threading
@@ -69,6 +70,8 @@ class SignalWakeup:
         """Call ``callback(signum)`` (from the run loop) each time ``signum`` arrives."""
         if not self.installed:
             raise RuntimeError("signals can be waited for only in a kernel run by the main thread")
+        if signum in (signal.SIGKILL, signal.SIGSTOP):  # CPython refuses them; PyPy says nothing
+            raise OSError(errno.EINVAL, f"signal {signum} cannot be caught")
         if signum not in self._watchers and not (signum == signal.SIGINT and self.owns_sigint):
             self._saved[signum] = signal.signal(signum, self._handler)  # may fail: SIGKILL...
         self._watchers.setdefault(signum, []).append(callback)

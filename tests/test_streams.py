@@ -580,6 +580,7 @@ def test_open_connection_tries_each_address_in_order(monkeypatch):
                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", dead.getsockname()),
                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
             ]
+
             def resolve(host, port):
                 return addresses
                 yield
