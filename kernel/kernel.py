@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     import logging
 
 
-
 def _log() -> logging.Logger:
     """The "yieldos" logger. The logging package is imported only when a failure has to be
     reported (it costs several milliseconds of start-up otherwise)."""
