@@ -38,7 +38,7 @@ from .signals import SignalWakeup
 from .syscall import TRAP_TABLE, bad_trap
 from .task import Task, TaskState
 from .timers import DEFAULT_CLOCK, Clock, TimerQueue
-from .traps import CALL, SWITCH, Join, Target, coroutine_of, not_started
+from .traps import CALL, SWITCH, Join, Target, coroutine_of, fileno, not_started
 from .wait import WaitChannels
 
 if TYPE_CHECKING:
@@ -376,6 +376,11 @@ class Kernel:
         for task in woken:
             self.wake(task, None)
         return len(woken)
+
+    def close_file(self, file: Any) -> None:
+        """What the `close` trap does, as a plain call (for code that cannot yield, such
+        as an abort): wake every task waiting on the fd with EBADF, then close it."""
+        sysio.close_file(self, file, fileno(file))
 
     def call_from_thread(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` in the kernel's thread at its next loop pass, outside any task.

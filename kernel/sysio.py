@@ -105,15 +105,19 @@ def _note_read(k: Kernel, trap: IOTrap[Any], data: Any) -> None:
 
 
 def sys_close(k: Kernel, task: Task, trap: Close) -> Any:
-    """Wake whoever waits on the fd with EBADF, forget it in the poller, then close it."""
-    for waiter in k.poller.forget(trap.fd):
-        k.wake_exc(waiter, OSError(errno.EBADF, f"fd {trap.fd} was closed while waited on"))
-    close = getattr(trap.file, "close", None)
+    close_file(k, trap.file, trap.fd)
+    return None
+
+
+def close_file(k: Kernel, file: Any, fd: int) -> None:
+    """Wake whoever waits on ``fd`` with EBADF, forget it in the poller, then close it."""
+    for waiter in k.poller.forget(fd):
+        k.wake_exc(waiter, OSError(errno.EBADF, f"fd {fd} was closed while waited on"))
+    close = getattr(file, "close", None)
     if close is not None:
         close()
     else:
-        os.close(trap.fd)
-    return None
+        os.close(fd)
 
 
 SERVICES: dict[type, Callable[..., Any]] = {

@@ -69,6 +69,7 @@ T = TypeVar("T")
 __all__ = [
     "CancelScope",
     "accept",
+    "cancel",
     "clock",
     "close",
     "connect",
@@ -136,6 +137,17 @@ def kill(task: Task) -> Kill:
     kills itself gets Cancelled at once.
     """
     return Kill(task)
+
+
+def cancel(task: Task) -> None:
+    """Ask for ``task`` to be killed, without waiting for it (a plain call, no ``yield``).
+
+    `kernel.Cancelled` is raised in it as `kill` would; use `join` to wait for
+    the end. Cancelling an exited task does nothing.
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"cancel: expected a Task (as returned by spawn), not {task!r}")
+    current_kernel().cancel(task)
 
 
 def gettid() -> GetTid:

@@ -71,6 +71,7 @@ from kernel.traps import coroutine_of
 from syscalls import (
     accept,
     connect,
+    current_kernel,
     getaddrinfo,
     join,
     kill,
@@ -556,10 +557,21 @@ class Stream:
                 sock.close()
 
     def abort(self) -> None:
-        """Close the socket at once (a plain call): unsent bytes are dropped, no TLS goodbye."""
+        """Close the socket at once (a plain call): unsent bytes are dropped, no TLS goodbye.
+
+        A task still waiting on the stream is woken with an `OSError` (EBADF), as
+        the `close` trap does.
+        """
         self._closing = self._closed = True
         self._wbuf.clear()
-        self._sock.close()
+        if self._sock.fileno() < 0:
+            return
+        try:
+            k = current_kernel()
+        except RuntimeError:  # no kernel running (cleanup after the run): nobody can wait
+            self._sock.close()
+        else:
+            k.close_file(self._sock)
 
     async def __aenter__(self) -> Stream:
         return self

@@ -1152,3 +1152,30 @@ def test_long_but_finite_sleep_is_not_a_deadlock():
         return (yield join(t))
 
     assert run(main) == "woke"
+
+
+def test_cancel_asks_for_a_kill_without_waiting():
+    from syscalls import cancel
+
+    trace = []
+
+    def victim():
+        try:
+            yield sleep(10)
+        except kernel.Cancelled:
+            trace.append("cancelled")
+            raise
+
+    def main():
+        t = yield spawn(victim)
+        yield sleep(0)
+        cancel(t)  # a plain call: no yield, no waiting
+        trace.append("cancel-returned")
+        with pytest.raises(kernel.Cancelled):
+            yield join(t)
+        cancel(t)  # an exited task: nothing happens
+        with pytest.raises(TypeError):
+            cancel("not a task")
+
+    run(main)
+    assert trace == ["cancel-returned", "cancelled"]

@@ -911,3 +911,28 @@ def _readline_within(pipe, seconds):
     if not r:
         raise AssertionError(f"no line from the child within {seconds} s")
     return pipe.readline()
+
+
+def test_abort_wakes_a_task_reading_the_stream(poller):
+    a, b = socket.socketpair()
+
+    def main():
+        s = Stream(a)
+
+        def reader():
+            try:
+                yield s.readline()
+            except OSError as e:
+                return e.errno
+
+        t = yield spawn(reader)
+        yield sleep(0.005)
+        s.abort()
+        with timeout(2):
+            return (yield join(t))
+
+    try:
+        assert run(main, poller=poller) == 9  # EBADF, not left waiting for ever
+    finally:
+        b.close()
+        a.close()
