@@ -55,6 +55,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from subprocess import DEVNULL, PIPE, STDOUT, CalledProcessError, CompletedProcess, TimeoutExpired
 from typing import IO, TYPE_CHECKING, Any, Generator, Mapping, Optional, Sequence, Union
 
@@ -230,10 +231,16 @@ class Process:
 
         Only this task waits (on a pidfd, or by polling where there is none:
         see the module docstring). Several tasks may wait for one process. If
-        the waiting task is killed or times out, the child keeps running:
-        `aclose` ends it.
+        the waiting task is killed or times out, the child keeps running
+        (`aclose` ends it), but it can never become a zombie: a daemon thread
+        is left blocked in ``waitpid`` to reap it whenever it exits.
         """
-        return (yield from self._wait())
+        try:
+            return (yield from self._wait())
+        except BaseException:
+            if self._popen.returncode is None:
+                _reap_in_background(self._popen)
+            raise
 
     def _wait(self) -> Generator[Any, Any, int]:
         rc = self._popen.poll()
@@ -311,6 +318,12 @@ class Process:
 
     def __exit__(self, *exc_info: Any) -> None:  # pragma: no cover - __enter__ always raises
         return None
+
+
+def _reap_in_background(popen: subprocess.Popen[bytes]) -> None:
+    """Reap ``popen`` when it exits, from a daemon thread (Popen's own lock keeps
+    this thread and the kernel's ``poll()`` from reaping it twice)."""
+    threading.Thread(target=popen.wait, name=f"reap pid {popen.pid}", daemon=True).start()
 
 
 def _pidfd_open(pid: int) -> Optional[int]:

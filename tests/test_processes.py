@@ -581,3 +581,24 @@ def test_example_pipeline(poller, tmp_path):
     assert int(run(module.pipeline, str(tmp_path), "nothing", poller=poller)) == 0
     with pytest.raises(RuntimeError, match="exit statuses"):
         run(module.pipeline, str(tmp_path / "missing"), "py", poller=poller)
+
+
+def test_killed_waiter_never_leaves_a_zombie_even_without_aclose(poller):
+    """Nobody calls aclose: the child exits on its own later, and is reaped all the same."""
+
+    def waiter(proc):
+        yield proc.wait()
+
+    def main():
+        proc = yield spawn_process(["sleep", "0.2"])
+        task = yield spawn(waiter, proc)
+        yield sleep(0.02)
+        yield kill(task)
+        return proc
+
+    proc = run(main, poller=poller)
+    deadline = time.monotonic() + 5
+    while not gone(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the child sleeps 0.2 s; the reaper thread is waiting for it
+    assert gone(proc.pid)
+    assert proc.returncode == 0
