@@ -296,15 +296,11 @@ class Kernel:
     def deliver_cancellation(self, task: Task) -> None:
         """A kill or a deadline may be due in ``task`` (see scopes.py): a BLOCKED task
         gets it now, at its blocking point; any other at its next trap."""
-        if task.state is BLOCKED:
+        if task.state is BLOCKED or (task.state is READY and not_started(task.coro)):
             exc = next_cancellation(task)
             if exc is not None:
-                self.interrupt(task, exc)
+                self.interrupt(task, exc)  # now: at its blocking point, or before its first line
                 task.pending_exc = CHECK_CANCEL  # another may be due after this one
-        elif task.state is READY and not_started(task.coro):
-            exc = next_cancellation(task)
-            if exc is not None:
-                task.next_exc = exc  # thrown before its first line: the body never runs
         elif task.state is not EXITED and task.pending_exc is None:
             task.pending_exc = CHECK_CANCEL
 
