@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 
@@ -597,8 +598,11 @@ def test_killed_waiter_never_leaves_a_zombie_even_without_aclose(poller):
         return proc
 
     proc = run(main, poller=poller)
-    deadline = time.monotonic() + 5
-    while not gone(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.01)  # the child sleeps 0.2 s; the reaper thread is waiting for it
+    # The reaper thread is blocked in waitpid until the child (sleep 0.2) exits.
+    # Join it rather than polling waitpid here: a WNOHANG poll of ours could reap
+    # the child itself, or see it reaped before the thread stores returncode.
+    (reaper,) = [t for t in threading.enumerate() if t.name == f"reap pid {proc.pid}"]
+    reaper.join(timeout=5)
+    assert not reaper.is_alive()
     assert gone(proc.pid)
     assert proc.returncode == 0
