@@ -10,13 +10,30 @@ resumes the task with the result. Where to read, in order:
 * ``scheduler.py`` the run queue;  ``timers.py`` the clock and timer heap
 * ``poller.py``    epoll and the selectors fallback;  ``files.py`` non-blocking fds
 * ``signals.py``   Ctrl-C;  ``kernel.py`` the run loop that ties it all together
+* ``instrument.py`` hooks on every kernel event, free when none is installed
 """
 
 from __future__ import annotations
 
 from .errors import Cancelled, Deadlock, KernelPanic
+from .instrument import Instrument
 from .kernel import Kernel, run
+from .scheduler import Policy, RunQueue
 from .task import Task, TaskState
+from .timers import VirtualClock
 from .traps import Trap
 
-__all__ = ["Cancelled", "Deadlock", "Kernel", "KernelPanic", "Task", "TaskState", "Trap", "run"]
+__all__ = [
+    "Cancelled",
+    "Deadlock",
+    "Instrument",
+    "Kernel",
+    "KernelPanic",
+    "Policy",
+    "RunQueue",
+    "Task",
+    "TaskState",
+    "Trap",
+    "VirtualClock",
+    "run",
+]

@@ -24,19 +24,21 @@ Between phases the loop watches for the three ways a run ends:
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from . import sysio
 from .door import Door
 from .errors import Cancelled, Deadlock, KernelPanic
 from .files import FileTable
+from .instrument import Instrument, Probes
 from .poller import Poller
-from .scheduler import RunQueue
+from .scheduler import Policy, RunQueue
 from .scopes import _running, next_cancellation
 from .signals import SignalWakeup
 from .syscall import TRAP_TABLE, bad_trap
-from .task import Task, TaskState
+from .task import DEFAULT_TICKETS, Task, TaskState
 from .timers import DEFAULT_CLOCK, Clock, TimerQueue
 from .traps import CALL, SWITCH, Join, Target, coroutine_of, fileno, not_started
 from .wait import WaitChannels
@@ -81,14 +83,31 @@ class Kernel:
     ``poller`` picks the readiness backend: ``"auto"`` (epoll on Linux, else
     the best `selectors` one), ``"epoll"``, ``"selectors"``, ``"poll"`` or
     ``"select"``. ``clock`` is the time seam: a callable returning monotonic
-    seconds (default `time.monotonic`).
+    seconds (default `time.monotonic`; `VirtualClock` for time that jumps).
+    ``policy`` is the run queue and its scheduling policy (default: FIFO round
+    robin, `RunQueue`; the others are in scheduler.py).
     """
 
-    def __init__(self, *, poller: str = "auto", clock: Optional[Clock] = None) -> None:
+    #: Functions called with every new kernel at the end of its construction: how
+    #: ``python -m kernel strace`` and the pytest plugin reach the kernels a
+    #: program makes for itself (to add instruments, a clock, a policy).
+    setups: ClassVar[list[Callable[[Kernel], None]]] = []
+
+    def __init__(
+        self,
+        *,
+        poller: str = "auto",
+        clock: Optional[Clock] = None,
+        policy: Optional[Policy] = None,
+    ) -> None:
         self.clock: Clock = clock or DEFAULT_CLOCK
         self.poller = Poller(poller)
         self.timers = TimerQueue()
-        self.runq = RunQueue()
+        self.runq: Policy = RunQueue() if policy is None else policy
+        #: Trap type -> service routine. An instance attribute so instruments can
+        #: swap in a traced table for this kernel alone (instrument.py).
+        self.trap_table = TRAP_TABLE
+        self._probes: Optional[Probes] = None
         self.files = FileTable()
         self.channels = WaitChannels()
         # Set (from a signal handler or another thread) when the loop must look at
@@ -104,6 +123,37 @@ class Kernel:
         self._signals = SignalWakeup(self._call_attention)
         self._running = False
         self._closed = False
+        if isinstance(self.runq, Instrument):  # a policy that learns from the tasks' steps
+            self.add_instrument(self.runq)
+        for setup in self.setups:
+            setup(self)
+
+    @property
+    def cpu_clock(self) -> Clock:
+        """What instruments time a task's step with: `time.perf_counter`, or the
+        kernel clock when that is virtual (a task's CPU time is then what it
+        advanced the clock by: repeatable)."""
+        return self.clock if getattr(self.clock, "virtual", False) else time.perf_counter
+
+    # ── Instruments (instrument.py) ──────────────────────────────────────
+
+    def add_instrument(self, instrument: Instrument) -> None:
+        """Install ``instrument``: its hooks are called from now on (for the tasks
+        created and traps made after this; install before `run` to see everything)."""
+        if self._probes is None:
+            self._probes = Probes(self)
+        self._probes.add(instrument)
+
+    def remove_instrument(self, instrument: Instrument) -> None:
+        """Uninstall ``instrument``; with none left the kernel runs uninstrumented again."""
+        if self._probes is None:
+            raise ValueError(f"{instrument!r} is not installed on this kernel")
+        self._probes.remove(instrument)
+
+    @property
+    def instruments(self) -> tuple[Instrument, ...]:
+        """The installed instruments, in the order they are called."""
+        return tuple(self._probes.instruments) if self._probes else ()
 
     # ── Running a program ────────────────────────────────────────────────
 
@@ -148,6 +198,7 @@ class Kernel:
         """Poll, expire timers, run the ready tasks; until no task is left."""
         runq, poller, timers, clock = self.runq, self.poller, self.timers, self.clock
         step, complete = self._step, self._complete
+        virtual = getattr(clock, "virtual", False)
         while self.tasks:
             # Phase 1: wait for I/O, only as long as nothing else can happen.
             if runq:
@@ -156,6 +207,8 @@ class Kernel:
                 deadline = timers.next_deadline()
                 if deadline is not None:
                     timeout = max(0.0, deadline - clock())
+                    if timeout and virtual:
+                        timeout = self._idle_until(deadline)
                 elif poller.waiting or self.door.external or self._signals.watched:
                     timeout = None  # only I/O, another thread or a signal can wake anybody
                 else:
@@ -163,8 +216,9 @@ class Kernel:
                     continue
             if timeout != 0.0 or poller.waiting:
                 poller.poll(timeout, complete)
-            if self.attention:  # calls posted by other threads, signals
+            if self.attention:  # calls posted by other threads, signals, instruments
                 self._attend()
+                step = self._step
             # Phase 2: wake the tasks whose deadlines have passed.
             if timers.live:
                 timers.expire(clock())
@@ -184,7 +238,7 @@ class Kernel:
         assert coro is not None
         self.current = task
         task.state = RUNNING
-        send, table = coro.send, TRAP_TABLE
+        send, table = coro.send, self.trap_table
         value, exc = task.next_value, task.next_exc
         task.next_value = task.next_exc = None
         budget = INLINE_BUDGET
@@ -237,12 +291,20 @@ class Kernel:
 
     # ── Task life cycle ──────────────────────────────────────────────────
 
-    def new_task(self, target: Target, args: tuple[Any, ...], name: Optional[str]) -> Task:
+    def new_task(
+        self,
+        target: Target,
+        args: tuple[Any, ...],
+        name: Optional[str],
+        priority: int = 0,
+        tickets: int = DEFAULT_TICKETS,
+    ) -> Task:
         """Create a READY task running ``target(*args)`` (or the generator/coroutine ``target``)."""
         coro = coroutine_of(target, args)
         if not name:  # the function's name, without the "outer.<locals>." of nested ones
             name = str(getattr(coro, "__qualname__", "task")).rpartition("<locals>.")[2]
-        task = Task(next(self._tids), name, coro)
+        parent = self.current.tid if self.current is not None else None
+        task = Task(next(self._tids), name, coro, parent, priority, tickets)
         self.tasks[task.tid] = task
         if self.stopping:  # spawned during shutdown: cancelled before it starts
             task.cancel_requested = task.cancel_delivered = True
@@ -426,6 +488,17 @@ class Kernel:
             except Exception:
                 _log().exception("a function posted with call_from_thread failed: %r", fn)
 
+    def _idle_until(self, deadline: float) -> Optional[float]:
+        """Virtual clock, nothing ready, a timer pending: jump the clock to
+        ``deadline`` if nothing else can make progress (see timers.py). Returns
+        how long the loop's poll may still wait (in real seconds)."""
+        if self.door.external:
+            return None  # a thread works for a task: time stands still until it answers
+        self.poller.poll(getattr(self.clock, "autojump", 0.0), self._complete)
+        if not self.runq and not self.attention:
+            self.clock.jump_to(deadline)  # type: ignore[attr-defined]
+        return 0.0
+
     def _complete(self, task: Task) -> bool:
         return sysio.complete(self, task)
 
@@ -505,11 +578,18 @@ class Kernel:
         self.close()
 
 
-def run(main: Target, *args: Any, poller: str = "auto") -> Any:
+def run(
+    main: Target,
+    *args: Any,
+    poller: str = "auto",
+    clock: Optional[Clock] = None,
+    policy: Optional[Policy] = None,
+) -> Any:
     """Run ``main(*args)`` in a fresh kernel, close the kernel, and return main's value.
 
     Raises whatever ``main`` raises. Tasks still alive when ``main`` finishes are
-    cancelled, and their cleanup runs before ``run`` returns.
+    cancelled, and their cleanup runs before ``run`` returns. ``poller``,
+    ``clock`` and ``policy`` are passed to `Kernel`.
     """
-    with Kernel(poller=poller) as k:
+    with Kernel(poller=poller, clock=clock, policy=policy) as k:
         return k.run(main, *args)

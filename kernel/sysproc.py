@@ -27,7 +27,7 @@ READY, EXITED = TaskState.READY, TaskState.EXITED
 
 
 def sys_spawn(k: Kernel, task: Task, trap: Spawn) -> Any:
-    return k.new_task(trap.target, trap.args, trap.name)
+    return k.new_task(trap.target, trap.args, trap.name, trap.priority, trap.tickets)
 
 
 def sys_gettid(k: Kernel, task: Task, trap: GetTid) -> Any:

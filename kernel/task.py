@@ -37,6 +37,9 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generator, Optional,
 if TYPE_CHECKING:
     from .scopes import CancelScope
 
+#: The tickets a task gets unless spawned with others (stride and lottery scheduling).
+DEFAULT_TICKETS = 100
+
 #: What a task runs: a generator or a coroutine object (both have send/throw/close).
 Coro = Union[Generator[Any, Any, Any], Coroutine[Any, Any, Any]]
 
@@ -74,12 +77,29 @@ class Task:
         "result",
         "exception",
         "joined",
+        "parent",
+        "priority",
+        "tickets",
+        "sched",
         "__weakref__",
     )
 
-    def __init__(self, tid: int, name: str, coro: Coro) -> None:
+    def __init__(
+        self,
+        tid: int,
+        name: str,
+        coro: Coro,
+        parent: Optional[int] = None,
+        priority: int = 0,
+        tickets: int = DEFAULT_TICKETS,
+    ) -> None:
         self.tid = tid  # unique id, never reused within a kernel
         self.name = name  # for people: ps listings, logs, repr
+        self.parent = parent  # tid of the task that spawned it (None: main)
+        # Scheduling parameters, read only by the policies that use them (scheduler.py):
+        self.priority = priority  # static priority: higher runs first
+        self.tickets = tickets  # share of the CPU for stride and lottery scheduling
+        self.sched: Any = None  # the policy's own bookkeeping (virtual runtime, pass, ...)
         self.coro: Optional[Coro] = coro  # the saved context; None once EXITED
         self.state = TaskState.READY
         # What the run loop delivers at the next resume: a value, or an exception to throw.

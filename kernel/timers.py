@@ -5,6 +5,17 @@
 backwards). Nothing else in the kernel asks the OS for the time, so a test or
 a teacher can hand the kernel another clock.
 
+**The virtual clock** (`VirtualClock`) is the other clock that plugs into
+the seam. Time stands still while tasks run; when every task is waiting and
+the next thing that can happen is a timer, the kernel *jumps* the clock to
+that deadline instead of sleeping until it. A program that sleeps for an hour
+finishes in milliseconds, and since nothing depends on how fast the machine
+is, the same program (with the same scheduling seed) does the same thing in
+the same order every run. The jump happens only when nothing else can make
+progress: ready tasks run first, I/O that is already possible is done first
+(the kernel polls without waiting), and a task waiting for a thread holds
+time still until the thread answers.
+
 **The timer queue** holds deadlines in a binary heap, so the next one to
 expire is always at the top: adding is O(log n), finding the next deadline is
 O(1). Cancelling (a killed sleeper, a timeout that was not needed) must not
@@ -29,6 +40,50 @@ from typing import Callable, Optional
 #: The clock seam: a callable returning seconds on a monotonic clock.
 Clock = Callable[[], float]
 DEFAULT_CLOCK: Clock = time.monotonic
+
+
+class VirtualClock:
+    """A clock that moves only when told to: ``Kernel(clock=VirtualClock())``.
+
+    ``now`` starts at ``start`` (0.0 by default). The kernel calls `jump_to`
+    when it would otherwise sleep until a deadline; a task (or a test) may call
+    `advance` to say "this much time has passed", e.g. to stand for CPU work:
+    under a virtual clock the kernel times each step of a task with this clock,
+    so `advance` inside a task is CPU time charged to it.
+
+    ``autojump`` is how long, in *real* seconds, the kernel watches for I/O
+    before it decides nothing else can happen and jumps. The default, 0, jumps
+    as soon as no I/O is ready at that instant: right for programs whose I/O is
+    between their own tasks; give a peer in another thread or process a
+    little time (say 0.05) if it must answer before a timeout fires.
+    """
+
+    #: The kernel looks for this to know it may jump the clock.
+    virtual = True
+
+    def __init__(self, start: float = 0.0, *, autojump: float = 0.0) -> None:
+        if autojump < 0:
+            raise ValueError(f"autojump must be >= 0, not {autojump}")
+        self.now = float(start)
+        self.autojump = autojump
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward (timers due by then fire at the next pass)."""
+        if not seconds >= 0:
+            raise ValueError(f"the clock cannot go back: advance({seconds!r})")
+        self.now += seconds
+
+    def jump_to(self, when: float) -> None:
+        """Move the clock to ``when``, if that is later than now."""
+        if when > self.now:
+            self.now = when
+
+    def __repr__(self) -> str:
+        return f"<VirtualClock now={self.now:.6f}>"
+
 
 #: Rebuild the heap once cancelled entries are more than this many *and* more than the live ones.
 _COMPACT_MIN = 64

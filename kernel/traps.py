@@ -34,7 +34,7 @@ import types
 from collections.abc import Hashable
 from typing import Any, Callable, Generator, Generic, Optional, TypeVar, Union
 
-from .task import Coro, Task
+from .task import DEFAULT_TICKETS, Coro, Task
 
 T = TypeVar("T")
 
@@ -70,16 +70,32 @@ class Trap(Generic[T]):
 
 
 class Spawn(Trap[Task]):
-    """Create a new task running ``target(*args)``; returns its `Task` handle."""
+    """Create a new task running ``target(*args)``; returns its `Task` handle.
 
-    __slots__ = ("target", "args", "name")
+    ``priority`` and ``tickets`` are scheduling parameters, used only by the
+    policies that read them (see scheduler.py)."""
 
-    def __init__(self, target: Target, args: tuple[Any, ...], name: Optional[str]) -> None:
+    __slots__ = ("target", "args", "name", "priority", "tickets")
+
+    def __init__(
+        self,
+        target: Target,
+        args: tuple[Any, ...],
+        name: Optional[str],
+        priority: int = 0,
+        tickets: int = DEFAULT_TICKETS,
+    ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"spawn: name must be a str, not {type(name).__name__}")
+        if type(priority) is not int or type(tickets) is not int:
+            raise TypeError("spawn: priority and tickets must be ints")
+        if tickets < 1:
+            raise ValueError(f"spawn: tickets must be at least 1, not {tickets}")
         self.target = target
         self.args = args
         self.name = name
+        self.priority = priority
+        self.tickets = tickets
 
 
 class Join(Trap[Any]):

@@ -27,7 +27,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar
 
 from kernel.scopes import CancelScope, current_kernel
-from kernel.task import Task
+from kernel.task import DEFAULT_TICKETS, Task
 from kernel.traps import (
     GETTID,
     SCHED_YIELD,
@@ -107,15 +107,25 @@ __all__ = [
 # ── Processes ────────────────────────────────────────────────────────────
 
 
-def spawn(target: Target, *args: Any, name: Optional[str] = None) -> Spawn:
+def spawn(
+    target: Target,
+    *args: Any,
+    name: Optional[str] = None,
+    priority: int = 0,
+    tickets: int = DEFAULT_TICKETS,
+) -> Spawn:
     """Start a new task running ``target(*args)``; the result is its `kernel.Task`.
 
     ``target`` is a generator function or ``async def`` function (called with
     ``args``), or a generator or coroutine object. The new task is READY and
     runs once the current task blocks or yields; it lives until it returns,
     raises, or is killed, independently of its parent.
+
+    ``priority`` (higher runs first) and ``tickets`` (a share of the CPU) matter
+    only under a scheduling policy that reads them (`kernel.PriorityPolicy`,
+    `kernel.StridePolicy`, `kernel.LotteryPolicy`); the default FIFO ignores them.
     """
-    return Spawn(target, args, name)
+    return Spawn(target, args, name, priority, tickets)
 
 
 def join(task: Task) -> Join:
