@@ -25,11 +25,13 @@ the fair-share policy are all instruments.
 **Why it costs nothing when unused.** The hooks are not ``if tracing:``
 tests scattered over the hot path. The kernel does its work in ordinary
 methods (`Kernel.new_task`, ``park``, ``wake``, ``wake_exc``, ``exit_task``,
-``_step``) and looks traps up in ``kernel.trap_table``. Installing the first
-instrument shadows those, on that one kernel object, with wrappers that call
-the hooks around the real method (`Probes.install`); removing the last one
-deletes the wrappers again. A kernel with no instrument runs exactly the code
-it ran before instrumentation existed.
+``_step``), and ``_step`` looks traps up in the table it is given (the
+trap table by default). Installing the first instrument shadows those
+methods, on that one kernel object, with wrappers that call the hooks around
+the real method, and the ``_step`` wrapper passes a table of traced service
+routines (`Probes._install`); removing the last one deletes the wrappers.
+A kernel with no instrument runs exactly the code it ran before
+instrumentation existed.
 
 Timing. Step time (``stop``'s ``seconds``) is measured with
 ``kernel.cpu_clock``: `time.perf_counter` normally, the kernel's own clock
@@ -93,7 +95,7 @@ class Instrument:
 
 
 #: The kernel methods an installed instrument shadows with a wrapper.
-_SHADOWED = ("new_task", "park", "wake", "wake_exc", "exit_task", "_step", "trap_table")
+_SHADOWED = ("new_task", "park", "wake", "wake_exc", "exit_task", "_step")
 
 
 class Probes:
@@ -177,7 +179,7 @@ class Probes:
                 i.run(task)
             cpu_clock = k.cpu_clock
             start = cpu_clock()
-            cls._step(k, task)
+            cls._step(k, task, table)
             seconds = cpu_clock() - start
             for i in instruments:
                 i.stop(task, seconds)
@@ -201,6 +203,7 @@ class Probes:
 
             return traced_service
 
+        table = {trap_type: traced(service) for trap_type, service in TRAP_TABLE.items()}
         shadows: dict[str, Any] = {
             "new_task": new_task,
             "park": park,
@@ -208,7 +211,6 @@ class Probes:
             "wake_exc": wake_exc,
             "exit_task": exit_task,
             "_step": step,
-            "trap_table": {cls_: traced(service) for cls_, service in TRAP_TABLE.items()},
         }
         assert set(shadows) == set(_SHADOWED)
         k.__dict__.update(shadows)
@@ -218,6 +220,5 @@ class Probes:
         k = self.kernel
         for name in _SHADOWED:
             k.__dict__.pop(name, None)
-        k.trap_table = TRAP_TABLE
         self.requeued.clear()
         k.attention = True

@@ -23,6 +23,7 @@ Between phases the loop watches for the three ways a run ends:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Hashable
@@ -104,9 +105,6 @@ class Kernel:
         self.poller = Poller(poller)
         self.timers = TimerQueue()
         self.runq: Policy = RunQueue() if policy is None else policy
-        #: Trap type -> service routine. An instance attribute so instruments can
-        #: swap in a traced table for this kernel alone (instrument.py).
-        self.trap_table = TRAP_TABLE
         self._probes: Optional[Probes] = None
         self.files = FileTable()
         self.channels = WaitChannels()
@@ -197,7 +195,7 @@ class Kernel:
     def _loop(self) -> None:
         """Poll, expire timers, run the ready tasks; until no task is left."""
         runq, poller, timers, clock = self.runq, self.poller, self.timers, self.clock
-        step, complete = self._step, self._complete
+        step, complete = self._step, functools.partial(sysio.complete, self)
         virtual = getattr(clock, "virtual", False)
         while self.tasks:
             # Phase 1: wait for I/O, only as long as nothing else can happen.
@@ -226,19 +224,20 @@ class Kernel:
             for _ in range(len(runq)):
                 step(runq.pop_next())
 
-    def _step(self, task: Task) -> None:
+    def _step(self, task: Task, table: dict[type, Callable[..., Any]] = TRAP_TABLE) -> None:
         """Switch to ``task``: resume its generator and serve its traps until it must wait.
 
         The only place that resumes tasks. A trap answered at once (data was
         there, a spawn, a gettid) resumes the task again right here, without
-        a trip through the run queue, up to INLINE_BUDGET times.
+        a trip through the run queue, up to INLINE_BUDGET times. ``table`` maps
+        trap types to service routines (instruments pass a traced copy).
         """
         assert task.state is READY, f"kernel bug: stepping {task!r}"
         coro = task.coro
         assert coro is not None
         self.current = task
         task.state = RUNNING
-        send, table = coro.send, self.trap_table
+        send = coro.send
         value, exc = task.next_value, task.next_exc
         task.next_value = task.next_exc = None
         budget = INLINE_BUDGET

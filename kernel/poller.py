@@ -42,8 +42,14 @@ from typing import Any, Callable, Optional
 
 from .task import Task
 
-READ = 1  # our direction bits; backends translate them to their own
-WRITE = 2
+# Our direction bits are epoll's own, so that epoll's answers need no translation
+# (the selectors backend translates to them). ERROR is what epoll says for an
+# error or a hang-up: both directions are woken, and their retries see it.
+READ = getattr(select, "EPOLLIN", 1)
+WRITE = getattr(select, "EPOLLOUT", 4)
+ERROR = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
+_WAKES_READERS = READ | ERROR
+_WAKES_WRITERS = WRITE | ERROR
 
 #: The longest single wait; epoll cannot take more than ~24 days, and waking
 #: once a day costs nothing.
@@ -76,7 +82,8 @@ class Backend:
         raise NotImplementedError
 
     def wait(self, timeout: Optional[float]) -> list[tuple[int, int]]:
-        """Block up to ``timeout`` seconds (None: for ever); return ``(fd, READ|WRITE bits)``."""
+        """Block up to ``timeout`` seconds (None: for ever); return ``(fd, bits)`` pairs
+        with READ, WRITE and ERROR bits."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -88,12 +95,6 @@ class EpollBackend(Backend):
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._in = select.EPOLLIN
-        self._out = select.EPOLLOUT
-        self._err = select.EPOLLERR | select.EPOLLHUP
-
-    def _events(self, mask: int) -> int:
-        return (self._in if mask & READ else 0) | (self._out if mask & WRITE else 0)
 
     def set(self, fd: int, old: int, new: int) -> None:
         ep = self._epoll
@@ -101,23 +102,17 @@ class EpollBackend(Backend):
             ep.unregister(fd)  # OSError if the number was closed: see Poller._rebuild
         elif old == 0:
             try:
-                ep.register(fd, self._events(new))
+                ep.register(fd, new)  # (READ and WRITE are epoll's bits)
             except FileExistsError:  # still registered from an earlier life of this open file
-                ep.modify(fd, self._events(new))
+                ep.modify(fd, new)
         else:
             try:
-                ep.modify(fd, self._events(new))
+                ep.modify(fd, new)
             except FileNotFoundError:  # closed and reopened under the same number
-                ep.register(fd, self._events(new))
+                ep.register(fd, new)
 
     def wait(self, timeout: Optional[float]) -> list[tuple[int, int]]:
-        events = self._epoll.poll(-1 if timeout is None else timeout)
-        if not events:
-            return []
-        rd, wr, both = self._in | self._err, self._out | self._err, READ | WRITE
-        return [
-            (fd, both if ev & rd and ev & wr else READ if ev & rd else WRITE) for fd, ev in events
-        ]
+        return self._epoll.poll(-1 if timeout is None else timeout)
 
     def close(self) -> None:
         self._epoll.close()
@@ -170,7 +165,7 @@ class SelectorBackend(Backend):
                 os.fstat(key.fd)
             except OSError:
                 self._sel.unregister(key.fd)
-                bad.append((key.fd, READ | WRITE))
+                bad.append((key.fd, ERROR))
         return bad
 
     def close(self) -> None:
@@ -251,7 +246,11 @@ class Poller:
 
     def wait(self, task: Task, fd: int, file: Any, writing: bool) -> None:
         """Park ``task`` until ``fd`` is readable (or writable). OSError if the fd is unusable."""
-        w = self._watch_for(fd, file)
+        w = self._watches.get(fd)
+        if w is None or not (  # (the test of _watch_for, inlined for the common case)
+            w.readers or w.writers or w.callback or (w.owner is not None and w.owner() is file)
+        ):
+            w = self._watch_for(fd, file)
         bit = WRITE if writing else READ
         if not w.mask & bit:
             self._set_mask(w, w.mask | bit)  # raises for a closed or unpollable fd
@@ -324,13 +323,19 @@ class Poller:
                 w.callback()
                 continue
             unwanted = 0
-            for bit, queue in ((READ, w.readers), (WRITE, w.writers)):
-                if not bits & bit:
-                    continue
+            if bits & _WAKES_READERS:
+                queue = w.readers
                 if not queue:
-                    unwanted |= bit
+                    unwanted = READ
                 while queue and complete(queue[0]):
-                    queue.pop(0)
+                    del queue[0]
+                    self.waiting -= 1
+            if bits & _WAKES_WRITERS:
+                queue = w.writers
+                if not queue:
+                    unwanted |= WRITE
+                while queue and complete(queue[0]):
+                    del queue[0]
                     self.waiting -= 1
             if unwanted or (w.owner is None and not (w.readers or w.writers)):
                 # Lazy shrink: stop hearing about directions nobody waits for.

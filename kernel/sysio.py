@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import socket
 from typing import TYPE_CHECKING, Any, Callable
 
 from .task import Task
@@ -51,21 +52,26 @@ if TYPE_CHECKING:
 
 def sys_io(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
     if trap.try_first:
-        k.files.make_nonblocking(trap.file, trap.fd)
+        file = trap.file
+        # A plain socket already non-blocking (timeout 0.0) needs nothing: checked
+        # here, without a call, because it is the case of every message of a server.
+        if type(file) is not socket.socket or file.gettimeout() != 0.0:
+            k.files.make_nonblocking(file, trap.fd)
         # Discussion: a read that came back short has almost surely emptied the
         # buffer, and trying again now would only fail with EAGAIN: a wasted
         # syscall and exception on every message of a request/response protocol.
         # So after a short read the next read of that fd waits for the poller
         # first. It is only a hint: readiness is level-triggered, so if data is
         # there after all the poller reports it at once.
-        if not (trap.reads and trap.fd in k.poller.drained):
+        reads = trap.reads
+        if not (reads and trap.fd in k.poller.drained):
             try:
                 result = trap.attempt()
             except BlockingIOError:
                 pass
             else:
-                if trap.reads:
-                    _note_read(k, trap, result)
+                if reads and (result if type(result) is int else len(result)) < trap.n:
+                    k.poller.drained.add(trap.fd)  # probably emptied: see above
                 return result
     try:
         k.poller.wait(task, trap.fd, trap.file, trap.writing)  # OSError for an unusable fd
@@ -91,17 +97,13 @@ def complete(k: Kernel, task: Task) -> bool:
         k.wake_exc(task, exc)
         return True
     if trap.reads:
-        _note_read(k, trap, result)
+        # Remember whether the read emptied the fd (see the discussion in sys_io).
+        if (result if type(result) is int else len(result)) < trap.n:
+            k.poller.drained.add(trap.fd)
+        else:
+            k.poller.drained.discard(trap.fd)
     k.wake(task, result)
     return True
-
-
-def _note_read(k: Kernel, trap: IOTrap[Any], data: Any) -> None:
-    """Remember whether the read emptied the fd (see the discussion in `sys_io`)."""
-    if (data if type(data) is int else len(data)) < trap.n:
-        k.poller.drained.add(trap.fd)
-    else:
-        k.poller.drained.discard(trap.fd)
 
 
 def sys_close(k: Kernel, task: Task, trap: Close) -> Any:
