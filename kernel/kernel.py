@@ -47,6 +47,8 @@ from .wait import WaitChannels
 if TYPE_CHECKING:
     import logging
 
+    from .procfs import TaskInfo
+
 
 def _log() -> logging.Logger:
     """The "yieldos" logger. The logging package is imported only when a failure has to be
@@ -556,6 +558,21 @@ class Kernel:
             task.exit_waiters = None  # nobody will be scheduled to hear of it
             self._close(task)
         self.runq.clear()
+
+    # ── Looking inside (procfs.py) ───────────────────────────────────────
+
+    def ps(self, *, locals: bool = False) -> list[TaskInfo]:
+        """A snapshot of every live task, in tid order: state, what it waits on, its
+        frames (with the ``repr`` of their locals if ``locals``). See procfs.py."""
+        from .procfs import ps  # here, not at the top: a kernel never looked at pays nothing
+
+        return ps(self, locals=locals)
+
+    def where(self, tid: int, *, locals: bool = False) -> str:
+        """Task ``tid``'s saved context as a traceback, outermost frame first. See procfs.py."""
+        from .procfs import where
+
+        return where(self, tid, locals=locals)
 
     # ── Resources ────────────────────────────────────────────────────────
 
