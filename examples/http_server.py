@@ -32,6 +32,11 @@ What a server facing the internet must not trust, and how each is bounded here:
 - a huge body: past ``--max-body`` the answer is 413, without reading it;
 - a file name like ``../../etc/passwd``: the path is resolved and must stay under ``--root``.
 
+``--stats`` adds a route, ``GET /stats``, that answers how many connections the server
+has accepted and how many requests it has answered since it started: with keep-alive, a
+load generator such as ``wrk -c100`` should make about 100 connections, not one per
+request.
+
 After an error the server *lingers* before closing (`linger`): it half-closes, then
 reads and drops what the client still sends, for a moment. Closing a socket that has
 unread input makes TCP send a reset, which can destroy our error reply before the client
@@ -86,10 +91,19 @@ STATIC = "/static/"
 
 
 @dataclass
+class Stats:
+    """What ``--stats`` counts (and ``GET /stats`` answers), since the server started."""
+
+    connections: int = 0  # connections accepted
+    requests: int = 0  # responses sent, error replies included
+
+
+@dataclass
 class Config:
     root: Path  # static files are served from under this directory (resolved)
     idle_timeout: float = IDLE_TIMEOUT
     max_body: int = MAX_BODY
+    stats: Optional[Stats] = None  # counted, and served at /stats, only with --stats
 
 
 @dataclass
@@ -256,6 +270,11 @@ def load_file(root: Path, name: str) -> Response:
 def route(request: Request, config: Config) -> Generator[Any, Any, Response]:
     """Find who answers ``request`` and get the answer (404, 405 when nobody does)."""
     path = request.path
+    if path == "/stats" and config.stats is not None:
+        stats = config.stats
+        return Response(
+            200, f"connections {stats.connections}\nrequests {stats.requests}\n".encode()
+        )
     if path.startswith(STATIC):
         allowed: tuple[str, ...] = ("GET", "HEAD")
     elif path in ROUTES:
@@ -282,6 +301,8 @@ def send(
     stream: Stream, response: Response, config: Config, *, keep_alive: bool, head: bool = False
 ) -> Generator[Any, Any, None]:
     """Write the status line, the headers and (unless ``head``) the body; one drain sends all."""
+    if config.stats is not None:
+        config.stats.requests += 1
     lines = [
         f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
         f"Date: {formatdate(usegmt=True)}",
@@ -308,6 +329,8 @@ def linger(stream: Stream) -> Generator[Any, Any, None]:
 
 def handle(config: Config, stream: Stream) -> Generator[Any, Any, None]:
     """Serve one connection: request, response, and again while keep-alive holds."""
+    if config.stats is not None:
+        config.stats.connections += 1
     try:
         while True:
             try:
@@ -447,6 +470,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         "--max-body", type=int, default=MAX_BODY, help="largest request body, in bytes"
     )
     parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="count connections and requests, and answer the counts at GET /stats",
+    )
+    parser.add_argument(
         "--selftest",
         type=int,
         metavar="N",
@@ -469,7 +497,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     mimetypes.init()  # once, here: it reads the system's tables from disk
     root = EXAMPLES if args.selftest else args.root.resolve()
-    config = Config(root, args.idle_timeout, args.max_body)
+    config = Config(root, args.idle_timeout, args.max_body, Stats() if args.stats else None)
     try:
         if args.selftest:
             kernel.run(selftest, config, args.selftest)
