@@ -56,11 +56,14 @@ RECV_SIZE = 65536  # the most bytes one recv asks for
 def handle(conn: socket.socket) -> Generator[Any, Any, None]:
     """Echo everything received on `conn` until the client closes its side."""
     with conn:
-        while True:
-            data = yield recv(conn, RECV_SIZE)
-            if not data:  # b"": the client closed the connection
-                break
-            yield sendall(conn, data)
+        try:
+            while True:
+                data = yield recv(conn, RECV_SIZE)
+                if not data:  # b"": the client closed the connection
+                    break
+                yield sendall(conn, data)
+        except ConnectionError:
+            pass  # reset, or gone while we wrote (EPIPE): that client's business, not a bug
 
 
 def serve(listener: socket.socket) -> Generator[Any, Any, None]:

@@ -969,7 +969,9 @@ def test_echo_client_that_never_reads_does_not_stall_the_others(caplog):
         echoed, still, handler_error, before, after = run(main)
     assert echoed == [sum(map(len, echo.messages_for(client))) for client in range(10)]
     assert still, "the hog got unstuck: the test did not fill the buffers"
-    # The reset reached the hog's handler, and only it.
-    assert isinstance(handler_error, (ConnectionResetError, BrokenPipeError)), handler_error
+    # The reset reached the hog's handler, and only it: blocked in sendall, only the
+    # reset could end it, and the handler takes a client's reset quietly (no error,
+    # nothing logged).
+    assert handler_error is None
     assert after == before
     assert yieldos_problems(caplog) == []
