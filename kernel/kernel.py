@@ -88,7 +88,7 @@ class Kernel:
     ``"select"``. ``clock`` is the time seam: a callable returning monotonic
     seconds (default `time.monotonic`; `VirtualClock` for time that jumps).
     ``policy`` is the run queue and its scheduling policy (default: FIFO round
-    robin, `RunQueue`; the others are in scheduler.py).
+    robin, `RunQueue`; the others are in policies.py, `make_policy` names them).
     """
 
     #: Functions called with every new kernel at the end of its construction: how

@@ -168,12 +168,13 @@ def main() -> None:
 
 IN_YIELDOS = """
 In yieldos:
-  the run queue is kernel/scheduler.py `RunQueue`, FIFO round robin only, with
-  `RunQueue.push` and `RunQueue.pop_next`. Policies are not pluggable yet:
-  kernel/kernel.py `Kernel.__init__` makes `self.runq = RunQueue()` itself. The
-  interface is already the one above (push, pop_next, len), which is where
-  priority, lottery or seeded-random queues will plug in; the mechanism,
-  `Kernel._step`, will not change."""
+  the run queue is the policy: kernel/scheduler.py `RunQueue` (FIFO round robin,
+  the default) and, in kernel/policies.py, `PriorityPolicy`, `FairSharePolicy`
+  (CFS's virtual runtime), `StridePolicy`, `LotteryPolicy` and `RandomPolicy`,
+  all with the interface above (push, pop_next, len). Pick one with
+  `Kernel(policy=make_policy("lottery:7"))` or `python -m kernel run --policy
+  lottery:7 script.py`; the mechanism, `Kernel._step`, is the same for all.
+  examples/policies.py runs one workload under each and draws the timelines."""
 
 if __name__ == "__main__":
     main()
