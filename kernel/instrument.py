@@ -146,7 +146,7 @@ class Probes:
                 i.spawn(task)
             return task
 
-        def park(task: Task, trap: Any, undo: Callable[[], None]) -> None:
+        def park(task: Task, trap: Any, undo: Callable[[Task], None]) -> None:
             cls.park(k, task, trap, undo)
             for i in instruments:
                 i.block(task, trap)

@@ -384,7 +384,7 @@ class Kernel:
         if task.state is BLOCKED:
             undo = task.undo
             assert undo is not None, f"kernel bug: {task!r} is blocked with no undo"
-            undo()
+            undo(task)
             self.wake_exc(task, exc)
         elif task.state is READY and not_started(task.coro):
             task.next_exc = exc
@@ -407,8 +407,11 @@ class Kernel:
         task.next_value = value
         self.runq.push(task)
 
-    def park(self, task: Task, trap: Any, undo: Callable[[], None]) -> None:
-        """Block ``task`` in ``trap``; ``undo()`` takes it out of whatever it waits on."""
+    def park(self, task: Task, trap: Any, undo: Callable[[Task], None]) -> None:
+        """Block ``task`` in ``trap``; ``undo(task)`` takes it out of whatever it waits on.
+
+        (``undo`` is given the task, so that it can be a method bound once, such
+        as the poller's `unwait_task`, instead of a fresh closure per wait.)"""
         task.state = BLOCKED
         task.trap = trap
         task.undo = undo
@@ -529,7 +532,7 @@ class Kernel:
             _log().warning("%r cannot finish its cleanup; closing it", task)
             undo = task.undo
             if undo is not None:
-                undo()
+                undo(task)
             self._close(task)
 
     def _close(self, task: Task) -> None:
@@ -554,7 +557,7 @@ class Kernel:
         self.runq.clear()
         for task in sorted(self.tasks.values(), key=lambda t: t.tid):
             if task.state is BLOCKED and task.undo is not None:
-                task.undo()
+                task.undo(task)
             task.exit_waiters = None  # nobody will be scheduled to hear of it
             self._close(task)
         self.runq.clear()

@@ -272,6 +272,12 @@ class Poller:
                 except OSError:
                     pass  # the number was closed, which unregistered it
 
+    def unwait_task(self, task: Task) -> None:
+        """`unwait` for a task parked by an I/O trap (its undo): the fd and direction
+        are its trap's."""
+        trap = task.trap
+        self.unwait(task, trap.fd, trap.writing)
+
     def forget(self, fd: int) -> list[Task]:
         """The fd is about to be closed: unregister it and return the tasks that waited on
         it (taken off the fd; the caller wakes them with an error)."""

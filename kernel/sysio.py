@@ -19,7 +19,6 @@ task's: they are raised in the task at its trap.
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import socket
 from typing import TYPE_CHECKING, Any, Callable
@@ -79,7 +78,7 @@ def sys_io(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
         # epoll refuses regular files and directories: they never block, and
         # poll() and select() call them ready at once, so answer at once too.
         return trap.attempt()
-    k.park(task, trap, functools.partial(k.poller.unwait, task, trap.fd, trap.writing))
+    k.park(task, trap, k.poller.unwait_task)
     return SWITCH
 
 

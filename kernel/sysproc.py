@@ -54,7 +54,7 @@ def sys_sleep(k: Kernel, task: Task, trap: Sleep) -> Any:
     return SWITCH
 
 
-def _nothing_to_undo() -> None:
+def _nothing_to_undo(task: Task) -> None:
     pass
 
 
@@ -91,12 +91,12 @@ def _wait_for_exit(k: Kernel, task: Task, trap: Any, target: Task) -> None:
     if target.exit_waiters is None:
         target.exit_waiters = []
     target.exit_waiters.append(task)
-    k.park(task, trap, functools.partial(target.exit_waiters.remove, task))
+    k.park(task, trap, target.exit_waiters.remove)  # undo(task): off the exit waiters
 
 
 def sys_wait_on(k: Kernel, task: Task, trap: WaitOn) -> Any:
     k.channels.sleep_on(trap.channel, task)
-    k.park(task, trap, functools.partial(k.channels.remove, trap.channel, task))
+    k.park(task, trap, k.channels.unpark)
     return SWITCH
 
 

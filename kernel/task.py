@@ -109,7 +109,7 @@ class Task:
         self.pending_exc: Optional[BaseException] = None
         # While BLOCKED: the trap it waits in, and how to take it out of that wait.
         self.trap: Any = None
-        self.undo: Optional[Callable[[], None]] = None
+        self.undo: Optional[Callable[[Task], None]] = None  # called as undo(task)
         # Tasks blocked in join() or kill() on this task, woken when it exits.
         self.exit_waiters: Optional[list[Task]] = None  # made on the first join or kill
         # The rest of the saved context while an Operation trap runs as a subroutine:

@@ -120,8 +120,9 @@ class TimerQueue:
         self.live += 1
         return timer
 
-    def cancel(self, timer: Timer) -> None:
-        """Forget a timer; a no-op if it already fired or was cancelled."""
+    def cancel(self, timer: Timer, task: object = None) -> None:
+        """Forget a timer; a no-op if it already fired or was cancelled. (``task``
+        is ignored: it is there so that ``partial(cancel, timer)`` is a task's undo.)"""
         if timer.action is None:
             return
         timer.action = None

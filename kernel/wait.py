@@ -32,7 +32,7 @@ class WaitChannels:
         self._waiters: dict[Hashable, dict[Task, None]] = {}
 
     def sleep_on(self, channel: Hashable, task: Task) -> None:
-        """Park ``task`` on ``channel`` (the caller records the undo: `remove`)."""
+        """Park ``task`` on ``channel`` (the caller records the undo: `unpark`)."""
         queue = self._waiters.get(channel)
         if queue is None:
             queue = self._waiters[channel] = {}
@@ -45,6 +45,11 @@ class WaitChannels:
             queue.pop(task, None)
             if not queue:
                 del self._waiters[channel]
+
+    def unpark(self, task: Task) -> None:
+        """`remove` for a task parked by the `wait_on` trap (its undo): the channel is
+        its trap's."""
+        self.remove(task.trap.channel, task)
 
     def take(self, channel: Hashable, n: int | None) -> list[Task]:
         """Remove and return up to ``n`` (None: all) tasks parked on ``channel``, oldest first."""

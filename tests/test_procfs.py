@@ -655,7 +655,7 @@ def test_unknown_traps_and_unreadable_sleeps():
     task = Task(9, "odd", gen())
     task.state = BLOCKED
     task.trap = ("a", "strange", "trap")
-    task.undo = lambda: None
+    task.undo = lambda task: None
     info = procfs.snapshot(task)
     assert (info.trap, info.wait) == ("tuple", "('a', 'strange', 'trap')")
     task.trap = Sleep(3)  # blocked in a sleep whose undo is not a timer's
