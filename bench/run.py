@@ -22,7 +22,8 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
 =========  ==================================================================
 switch     1,000 tasks x 1,000 sched_yield: switches/s
 spawn      100,000 spawn, then join each: spawn+join/s
-pingpong   200,000 round trips, spawn+join of a fresh task each (no Queue yet)
+pingpong   200,000 round trips between two tasks through two queues of
+           capacity 1: round trips/s
 timers     100,000 tasks sleeping a seeded random 0-100 ms: wall time beyond
            100 ms, lateness p50/p99
 memory     100,000 idle blocked tasks: RSS bytes per task
@@ -115,8 +116,10 @@ WORKLOADS = [
         True,
         {"n": 200_000},
         {"n": 5_000},
-        note="mechanism: spawn a fresh task with the ping, join it for the pong (yieldos has"
-        " no Queue or wait channel yet; every runtime does the same; trio: a nursery each)",
+        note="two long-lived tasks pass an int back and forth through two queues of capacity 1:"
+        " yieldos syscalls.Queue(1), asyncio.Queue(1), trio open_memory_channel(1),"
+        " curio.Queue(1), gevent.queue.Queue(1); limit: two generators, two deques, next() in"
+        " turn",
     ),
     Workload(
         "timers",

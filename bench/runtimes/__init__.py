@@ -12,10 +12,15 @@ imports are measured separately by the import workload):
     cost of a task's whole life: create, schedule, run, exit, reap.
 ``pingpong(n)``
     ``n`` round trips between two tasks, one after another, so each one is a
-    switch there and a switch back with nothing to batch. yieldos has no Queue
-    or wait channel yet, so every runtime does it the same way: the parent
-    spawns a fresh child with the ping, the child returns the pong, the parent
-    joins it.
+    switch there and a switch back with nothing to batch. Two long-lived
+    tasks and two queues, each runtime's own: ping puts ``x`` on the first,
+    pong gets it and puts ``x + 1`` on the second, ping gets that; ping's
+    last value must be ``n``. The cost of a blocking get and of waking the
+    task blocked in it. Every queue has capacity 1 (trio: a memory channel
+    with a buffer of 1, not 0, which is a rendezvous). As the two strictly
+    alternate, a queue never holds more than one item and a put never
+    waits, so this is the same as unbounded; what is timed is the getters'
+    blocking and waking.
 ``timers(durations)``
     One task per duration, each sleeping that long. How late the timers fire
     with many of them pending (lateness p50/p99), and how much longer than the

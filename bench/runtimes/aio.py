@@ -2,7 +2,8 @@
 
 `LOOP` picks the loop: ``"asyncio"`` (the stdlib's selector loop) or ``"uvloop"``.
 Tasks give up the CPU with ``asyncio.sleep(0)``, are started with
-``create_task`` and joined by awaiting them; idle tasks wait on an `asyncio.Event`.
+``create_task`` and joined by awaiting them; idle tasks wait on an `asyncio.Event`;
+ping-pong goes through two ``asyncio.Queue(1)``.
 """
 
 from __future__ import annotations
@@ -57,14 +58,25 @@ def spawn_join(n: int) -> dict[str, Any]:
 
 
 def pingpong(n: int) -> dict[str, Any]:
-    async def pong(x: int) -> int:
-        return x + 1
-
-    async def main() -> None:
+    async def ping(q1: asyncio.Queue[int], q2: asyncio.Queue[int]) -> int:
         x = 0
         for _ in range(n):
-            x = await asyncio.create_task(pong(x))
-        assert x == n
+            await q1.put(x)
+            x = await q2.get()
+        return x
+
+    async def pong(q1: asyncio.Queue[int], q2: asyncio.Queue[int]) -> None:
+        for _ in range(n):
+            x = await q1.get()
+            await q2.put(x + 1)
+
+    async def main() -> None:
+        q1: asyncio.Queue[int] = asyncio.Queue(1)
+        q2: asyncio.Queue[int] = asyncio.Queue(1)
+        pinger = asyncio.create_task(ping(q1, q2))
+        ponger = asyncio.create_task(pong(q1, q2))
+        assert await pinger == n
+        await ponger
 
     return {"rate": n / _run(main)}
 

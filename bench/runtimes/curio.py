@@ -1,7 +1,8 @@
 """The CPU workloads on curio.
 
 Tasks give up the CPU with ``curio.sleep(0)``, are started with ``curio.spawn``
-and joined with ``Task.join``; idle tasks wait on a `curio.Event`.
+and joined with ``Task.join``; idle tasks wait on a `curio.Event`; ping-pong
+goes through two ``curio.Queue(maxsize=1)``.
 """
 
 from __future__ import annotations
@@ -46,14 +47,24 @@ def spawn_join(n: int) -> dict[str, Any]:
 
 
 def pingpong(n: int) -> dict[str, Any]:
-    async def pong(x: int) -> int:
-        return x + 1
-
-    async def main() -> None:
+    async def ping(q1: curio.Queue, q2: curio.Queue) -> int:
         x = 0
         for _ in range(n):
-            x = await (await curio.spawn(pong, x)).join()
-        assert x == n
+            await q1.put(x)
+            x = await q2.get()
+        return x
+
+    async def pong(q1: curio.Queue, q2: curio.Queue) -> None:
+        for _ in range(n):
+            x = await q1.get()
+            await q2.put(x + 1)
+
+    async def main() -> None:
+        q1, q2 = curio.Queue(maxsize=1), curio.Queue(maxsize=1)
+        pinger = await curio.spawn(ping, q1, q2)
+        ponger = await curio.spawn(pong, q1, q2)
+        assert await pinger.join() == n
+        await ponger.join()
 
     return {"rate": n / _run(main)}
 

@@ -2,7 +2,9 @@
 
 Tasks give up the CPU with ``trio.sleep(0)`` (a checkpoint), are started in a
 nursery and joined when it closes (trio's only way to spawn and wait); idle
-tasks wait on a `trio.Event`.
+tasks wait on a `trio.Event`; ping-pong goes through two memory channels with a
+buffer of 1 (``open_memory_channel(1)``: 0 would be a rendezvous, unlike the
+other runtimes' queues).
 """
 
 from __future__ import annotations
@@ -48,16 +50,28 @@ def spawn_join(n: int) -> dict[str, Any]:
 
 
 def pingpong(n: int) -> dict[str, Any]:
-    async def main() -> None:
-        box = [0]
-
-        async def pong() -> None:
-            box[0] += 1
-
+    async def ping(
+        to_pong: trio.MemorySendChannel[int], from_pong: trio.MemoryReceiveChannel[int]
+    ) -> None:
+        x = 0
         for _ in range(n):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pong)
-        assert box[0] == n
+            await to_pong.send(x)
+            x = await from_pong.receive()
+        assert x == n  # raised out of the nursery, and out of trio.run
+
+    async def pong(
+        from_ping: trio.MemoryReceiveChannel[int], to_ping: trio.MemorySendChannel[int]
+    ) -> None:
+        for _ in range(n):
+            x = await from_ping.receive()
+            await to_ping.send(x + 1)
+
+    async def main() -> None:
+        send1, receive1 = trio.open_memory_channel[int](1)
+        send2, receive2 = trio.open_memory_channel[int](1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ping, send1, receive2)
+            nursery.start_soon(pong, receive1, send2)
 
     return {"rate": n / _run(main)}
 

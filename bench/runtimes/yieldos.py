@@ -1,4 +1,7 @@
-"""The CPU workloads on yieldos, through its public API only (`kernel.run`, `syscalls`)."""
+"""The CPU workloads on yieldos, through its public API only (`kernel.run`, `syscalls`).
+
+Ping-pong goes through two `syscalls.Queue` of capacity 1.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import time
 from typing import Any, Generator
 
 import kernel
-from syscalls import join, sched_yield, sleep, spawn
+from syscalls import Queue, join, sched_yield, sleep, spawn
 
 from . import lateness, now, report, rss
 
@@ -51,15 +54,25 @@ def spawn_join(n: int) -> dict[str, Any]:
 
 
 def pingpong(n: int) -> dict[str, Any]:
-    def pong(x: int) -> Gen:
-        return x + 1
-        yield
-
-    def main() -> Gen:
+    def ping(q1: Queue[int], q2: Queue[int]) -> Gen:
         x = 0
         for _ in range(n):
-            x = yield join((yield spawn(pong, x)))
-        assert x == n
+            yield q1.put(x)
+            x = yield q2.get()
+        return x
+
+    def pong(q1: Queue[int], q2: Queue[int]) -> Gen:
+        for _ in range(n):
+            x = yield q1.get()
+            yield q2.put(x + 1)
+
+    def main() -> Gen:
+        q1: Queue[int] = Queue(1)
+        q2: Queue[int] = Queue(1)
+        pinger = yield spawn(ping, q1, q2)
+        ponger = yield spawn(pong, q1, q2)
+        assert (yield join(pinger)) == n
+        yield join(ponger)
 
     return {"rate": n / _timed(main)}
 
