@@ -389,10 +389,23 @@ def task_group(body: Callable[..., Any], *args: Any) -> Generator[Any, Any, Any]
                 f"task_group: the body must be a generator or coroutine function, "
                 f"not {body!r} (it returned {coro!r})"
             )
+    except GeneratorExit:
+        raise  # the kernel is closing this task: it may not yield (its children are killed)
     except BaseException as exc:
-        yield g.join(exc)
+        with shield():  # a kill or deadline due now must not skip this join
+            yield g.join(exc)
         raise
-    yield g.join()
+    try:
+        yield g.join()
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        # A kill or deadline can be raised at the join's own trap, before the join
+        # has begun: the children must still be cancelled and waited for. (If the
+        # join did run, it closed the group and this second one answers at once.)
+        with shield():
+            yield g.join(exc)
+        raise
     return result
 
 
