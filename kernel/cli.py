@@ -195,7 +195,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     setups = _kernel_setups(args)
     if args.top:
-        Accounting = _accounting()
+        from .accounting import Accounting
+
         setups.append(lambda k: k.add_instrument(Accounting(summary_at_exit=True, file=sys.stderr)))
     return run_script(args.script, args.args, setups)
 
@@ -295,11 +296,8 @@ def _set_real_clock(k: Kernel) -> None:
 def policy_setup(spec: str) -> Setup:
     """A setup giving each kernel a fresh policy made from ``spec`` by
     ``kernel.scheduler.make_policy``; a policy that is an `Instrument` is installed."""
-    from . import scheduler
+    from .scheduler import make_policy
 
-    make_policy = getattr(scheduler, "make_policy", None)
-    if make_policy is None:
-        raise UsageError("--policy needs kernel.scheduler.make_policy, missing in this version")
     try:
         make_policy(spec)  # a bad spec is reported now, not inside the script
     except ValueError as error:
@@ -314,14 +312,6 @@ def policy_setup(spec: str) -> Setup:
             k.add_instrument(k.runq)
 
     return setup
-
-
-def _accounting() -> type:
-    try:
-        from .accounting import Accounting  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise UsageError("--top needs kernel.accounting, missing in this version") from None
-    return Accounting  # type: ignore[no-any-return,unused-ignore]
 
 
 # ── Running the script ───────────────────────────────────────────────────

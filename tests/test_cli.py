@@ -223,14 +223,6 @@ def test_bad_policy(tmp_path, capsys):
     assert err.startswith("python -m kernel run: error: --policy: unknown scheduling policy")
 
 
-def test_policy_without_make_policy(tmp_path, capsys, monkeypatch):
-    monkeypatch.delattr(kernel.scheduler, "make_policy")
-    with pytest.raises(SystemExit) as exit:
-        main(["run", "--policy", "fifo", script(tmp_path, "pass")])
-    assert exit.value.code == 2
-    assert "--policy needs kernel.scheduler.make_policy" in capsys.readouterr().err
-
-
 def test_top(tmp_path, capsys):
     assert main(["run", "--top", "--clock", "virtual", script(tmp_path, SLEEPY), "1"]) == 0
     out, err = capsys.readouterr()
@@ -238,14 +230,6 @@ def test_top(tmp_path, capsys):
     header = err.splitlines()[0].split()
     assert header[:3] == ["TID", "NAME", "STATE"]
     assert [line.split()[1] for line in err.splitlines()[1:3]] == ["main", "worker"]
-
-
-def test_top_without_accounting(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "kernel.accounting", None)  # import fails
-    with pytest.raises(SystemExit) as exit:
-        main(["run", "--top", script(tmp_path, "pass")])
-    assert exit.value.code == 2
-    assert "--top needs kernel.accounting" in capsys.readouterr().err
 
 
 # ── strace ───────────────────────────────────────────────────────────────
