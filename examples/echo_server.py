@@ -62,6 +62,9 @@ def handle(conn: socket.socket) -> Generator[Any, Any, None]:
                 if not data:  # b"": the client closed the connection
                     break
                 yield sendall(conn, data)
+                # Drop it before waiting again: CPython's recv allocates the full 64 KiB
+                # and shrinks it, so a kept buffer pins heap memory for every idle client.
+                del data
         except ConnectionError:
             pass  # reset, or gone while we wrote (EPIPE): that client's business, not a bug
 
