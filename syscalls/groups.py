@@ -273,6 +273,8 @@ class TaskGroup:
             else:
                 try:
                     yield from self._wait()
+                except GeneratorExit:
+                    raise  # the kernel is closing this task: it may not yield any more
                 except BaseException:
                     # Killed, timed out, or Ctrl-C while waiting: no child may outlive us.
                     self._cancelled = True

@@ -548,14 +548,19 @@ class Condition(_Acquirable):
         lock = self._lock
         w = _Waiter("waiting to be notified by", self, current_task())
         saved = lock._release_save()
+        closing = False
         try:
             yield from _park(self._waiters, w, give_back=self._give_back)
+        except GeneratorExit:
+            closing = True  # the kernel is closing this task: it may not wait any more
+            raise
         finally:
             # Discussion: the caller wrote `try: ... finally: cond.release()`, so the lock
             # must be held again however wait() ends, as in threading. A kill or timeout
             # that arrives during the re-acquire is held back and raised at the next trap.
-            with shield():
-                yield from lock._acquire_restore(saved)
+            if not closing:
+                with shield():
+                    yield from lock._acquire_restore(saved)
         return True
 
     @operation
