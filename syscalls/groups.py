@@ -50,16 +50,26 @@ returns is the result)::
     def main():
         yield task_group(body)           # all children have finished here
 
-or writes the scope out with ``join``::
+or writes the scope out with ``join``, as `task_group` does::
 
     g = TaskGroup()
     try:
         yield g.spawn(fetch, "a")
         yield g.spawn(fetch, "b")
+    except GeneratorExit:
+        raise                            # closed by the kernel: no more yields
     except BaseException as exc:
-        yield g.join(exc)                # cancel the children, wait for them...
+        with shield():
+            yield g.join(exc)            # cancel the children, wait for them...
         raise                            # ... and let the body's error go on
-    yield g.join()
+    try:
+        yield g.join()
+    except BaseException as exc:         # a kill or deadline can land at this very
+        with shield():                   # yield, before join() began: join again
+            yield g.join(exc)
+        raise
+
+(which is why `task_group` is the spelling to prefer).
 
 `gather` and `race` are the two everyday patterns, built on a group.
 
