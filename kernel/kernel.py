@@ -92,8 +92,8 @@ class Kernel:
     """
 
     #: Functions called with every new kernel at the end of its construction: how
-    #: ``python -m kernel strace`` and the pytest plugin reach the kernels a
-    #: program makes for itself (to add instruments, a clock, a policy).
+    #: ``python -m kernel`` (run, strace, trace) reaches the kernels a script
+    #: makes for itself, to give them instruments, a clock or a policy.
     setups: ClassVar[list[Callable[[Kernel], None]]] = []
 
     def __init__(
