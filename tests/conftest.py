@@ -14,9 +14,11 @@ even before that lands.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import signal
 import sys
+from types import ModuleType
 
 import pytest
 
@@ -36,6 +38,20 @@ def pytest_configure(config):
     # Mirrors pyproject's filterwarnings = ["error::ResourceWarning"].
     config.addinivalue_line("filterwarnings", "error::ResourceWarning")
     config.addinivalue_line("filterwarnings", "error::pytest.PytestUnraisableExceptionWarning")
+
+
+def load_example(name: str) -> ModuleType:
+    """Import examples/<name>.py as a module (examples/ is not a package), once."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(REPO, "examples", f"{name}.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(main, *args, poller: str = "auto"):
@@ -84,12 +100,15 @@ class Hang(BaseException):
 
 
 @pytest.fixture(autouse=True)
-def hang_watchdog():
+def hang_watchdog(request):
+    # A test module may give its tests longer with a HANG_SECONDS of its own.
+    seconds = getattr(request.module, "HANG_SECONDS", HANG_SECONDS)
+
     def on_alarm(signum, frame):
-        raise Hang(f"test still running after {HANG_SECONDS:.0f} s: something blocked")
+        raise Hang(f"test still running after {seconds:.0f} s: something blocked")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:

@@ -10,17 +10,15 @@ that says nothing, a chat client that never reads.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, load_example, run
 from syscalls import Queue, connect, kill, recv, sendall, spawn, timeout
 from syscalls.streams import open_connection, serve_tcp
 
@@ -28,18 +26,6 @@ EXAMPLES = Path(REPO) / "examples"
 
 #: Seconds a self-test may take (each needs about one; the watchdog of conftest is 10).
 SELFTEST_TIMEOUT = 60.0
-
-
-def load_example(name: str) -> ModuleType:
-    """Import examples/<name>.py as a module (examples/ is not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
 
 
 httpd = load_example("http_server")

@@ -18,7 +18,6 @@ or poll an observable condition until a deadline.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import os
 import resource
@@ -32,11 +31,10 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from conftest import REPO, open_fds, run
+from conftest import REPO, load_example, open_fds, run
 from kernel import TaskState
 from kernel.traps import SendAll
 from syscalls import (
@@ -66,18 +64,6 @@ from syscalls import (
 from syscalls.streams import IncompleteReadError, open_connection, serve_tcp
 
 EXAMPLES = Path(REPO) / "examples"
-
-
-def load_example(name: str) -> ModuleType:
-    """Import examples/<name>.py as a module (examples/ is not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
 
 
 httpd = load_example("http_server")

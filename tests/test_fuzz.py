@@ -51,14 +51,12 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 from typing import Any, Optional
 
 import pytest
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
-from conftest import Hang
 from fuzzprog import (
     CloseQueue,
     CondWait,
@@ -135,22 +133,6 @@ def fuzz(examples: int) -> settings:
 #: limit of conftest's watchdog would cut Hypothesis short while it shrinks a failure
 #: to its smallest program, which is when the report matters most.
 HANG_SECONDS = 180.0 + 0.1 * _EXPLORE
-
-
-@pytest.fixture(autouse=True)
-def hang_watchdog():
-    """Overrides conftest's watchdog with `HANG_SECONDS`."""
-
-    def on_alarm(signum, frame):
-        raise Hang(f"test still running after {HANG_SECONDS:.0f} s: something blocked")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def run_checked(program: tuple[Any, ...], seed: Optional[int], inline: bool, **kwargs: Any) -> Any:

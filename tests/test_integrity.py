@@ -35,7 +35,6 @@ import hashlib
 import importlib.util
 import os
 import random
-import signal
 import socket
 
 import pytest
@@ -75,13 +74,6 @@ PAUSE_PASSES = 16
 HANG_SECONDS = 120.0
 
 SEED = int(os.environ.get("INTEGRITY_SEED") or random.SystemRandom().randrange(2**32))
-
-
-@pytest.fixture(autouse=True)
-def hang_watchdog(hang_watchdog):
-    """conftest's watchdog (an ITIMER_REAL alarm), re-armed with a longer budget."""
-    signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
-    yield
 
 
 def chunk_size(rng: random.Random) -> int:

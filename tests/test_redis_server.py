@@ -25,7 +25,6 @@ Layers 3 and 4 skip, saying why, when redis-cli or redis-benchmark is not on PAT
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import queue
 import random
@@ -40,31 +39,19 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Optional, Union
 
 import pytest
 
 import kernel
-from conftest import REPO
+from conftest import REPO, load_example
 from syscalls import Event, kill, spawn
 
 EXAMPLE = Path(REPO) / "examples" / "redis_server.py"
 TIMEOUT = 5.0  # seconds any one reply or tool may take
 
 
-def load_example() -> ModuleType:
-    if "redis_server" in sys.modules:
-        return sys.modules["redis_server"]
-    spec = importlib.util.spec_from_file_location("redis_server", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["redis_server"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rs = load_example()
+rs = load_example("redis_server")
 
 
 # ── A small RESP client, independent of the server's code ─────────────────────
