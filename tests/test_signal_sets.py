@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -127,17 +128,28 @@ def test_wait_signal_with_a_timeout(poller):
 
 
 def test_waiting_only_for_a_signal_is_no_deadlock(poller):
-    timer = threading.Timer(0.02, signal.raise_signal, (USR2,))
+    before = signal.getsignal(USR2)
+    stop = threading.Event()
+
+    def send_once_watched():
+        # Only once the kernel watches USR2: sent earlier, SIG_DFL would end the process.
+        # Sent to the process (not raise_signal in this thread), as signals usually come.
+        while signal.getsignal(USR2) == before:
+            if stop.wait(0.001):
+                return
+        os.kill(os.getpid(), USR2)
+
+    sender = threading.Thread(target=send_once_watched)
 
     async def main():
-        timer.start()
+        sender.start()
         return await wait_signal(USR1, USR2)
 
     try:
         assert run(main, poller=poller) == USR2
     finally:
-        timer.cancel()
-        timer.join()
+        stop.set()
+        sender.join()
 
 
 def test_several_tasks_wait_on_one_set():
