@@ -56,18 +56,13 @@ or writes the scope out with ``join``, as `task_group` does::
     try:
         yield g.spawn(fetch, "a")
         yield g.spawn(fetch, "b")
+        yield g.join()
     except GeneratorExit:
         raise                            # closed by the kernel: no more yields
-    except BaseException as exc:
-        with shield():
+    except BaseException as exc:         # the body failed, or a kill or deadline came
+        with shield():                   # (maybe at the join's yield, before it began):
             yield g.join(exc)            # cancel the children, wait for them...
-        raise                            # ... and let the body's error go on
-    try:
-        yield g.join()
-    except BaseException as exc:         # a kill or deadline can land at this very
-        with shield():                   # yield, before join() began: join again
-            yield g.join(exc)
-        raise
+        raise                            # ... and let the error go on
 
 (which is why `task_group` is the spelling to prefer).
 
@@ -401,20 +396,13 @@ def task_group(body: Callable[..., Any], *args: Any) -> Generator[Any, Any, Any]
                 f"task_group: the body must be a generator or coroutine function, "
                 f"not {body!r} (it returned {coro!r})"
             )
+        yield g.join()
     except GeneratorExit:
         raise  # the kernel is closing this task: it may not yield (its children are killed)
     except BaseException as exc:
-        with shield():  # a kill or deadline due now must not skip this join
-            yield g.join(exc)
-        raise
-    try:
-        yield g.join()
-    except GeneratorExit:
-        raise
-    except BaseException as exc:
-        # A kill or deadline can be raised at the join's own trap, before the join
-        # has begun: the children must still be cancelled and waited for. (If the
-        # join did run, it closed the group and this second one answers at once.)
+        # The body failed, or a kill or deadline came, maybe at the join's own trap
+        # before the join began: cancel the children and wait for them, shielded. (If
+        # the join did run, it closed the group, and this one answers at once.)
         with shield():
             yield g.join(exc)
         raise
