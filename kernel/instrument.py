@@ -151,7 +151,7 @@ class Probes:
             for i in instruments:
                 i.block(task, trap)
 
-        def wake(task: Task, value: Any) -> None:
+        def wake(task: Task, value: Any = None) -> None:
             trap = task.trap
             cls.wake(k, task, value)
             trap_result(task, trap, value, None)

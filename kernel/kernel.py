@@ -39,7 +39,15 @@ from .scheduler import Policy, RunQueue
 from .scopes import _running, next_cancellation
 from .signals import SignalWakeup
 from .syscall import TRAP_TABLE, bad_trap
-from .task import DEFAULT_TICKETS, Task, TaskState
+from .task import (
+    CANCEL_DELIVERED,
+    CANCEL_REQUESTED,
+    DEFAULT_TICKETS,
+    JOINED,
+    SchedInfo,
+    Task,
+    TaskState,
+)
 from .timers import DEFAULT_CLOCK, Clock, TimerQueue
 from .traps import CALL, SWITCH, Join, Target, coroutine_of, fileno, not_started
 from .wait import WaitChannels
@@ -116,6 +124,9 @@ class Kernel:
         self.door = Door(self._call_attention)
         self.poller.add_kernel_reader(self.door.bell.fd, self.door.bell.drain)
         self.tasks: dict[int, Task] = {}  # every task not yet EXITED, by tid
+        # The tasks blocked in join() or kill() on a task, by that task: woken when it
+        # exits (kept here, not in every TCB: most tasks are never waited for).
+        self.exit_waiters: dict[Task, list[Task]] = {}
         self.current: Optional[Task] = None  # the RUNNING task, if any
         self.main: Optional[Task] = None
         self.stopping = False  # main has exited: the others are being cancelled
@@ -302,13 +313,19 @@ class Kernel:
     ) -> Task:
         """Create a READY task running ``target(*args)`` (or the generator/coroutine ``target``)."""
         coro = coroutine_of(target, args)
-        if not name:  # the function's name, without the "outer.<locals>." of nested ones
-            name = str(getattr(coro, "__qualname__", "task")).rpartition("<locals>.")[2]
-        parent = self.current.tid if self.current is not None else None
-        task = Task(next(self._tids), name, coro, parent, priority, tickets)
+        if not name:
+            name = getattr(coro, "__qualname__", "task")  # Task.name cuts it when asked
+        current = self.current
+        task = Task(
+            next(self._tids),
+            name,
+            coro,
+            None if current is None else current.tid,
+            None if priority == 0 and tickets == DEFAULT_TICKETS else SchedInfo(priority, tickets),
+        )
         self.tasks[task.tid] = task
         if self.stopping:  # spawned during shutdown: cancelled before it starts
-            task.cancel_requested = task.cancel_delivered = True
+            task.flags |= CANCEL_REQUESTED | CANCEL_DELIVERED
             task.next_exc = Cancelled("the kernel is shutting down")
         self.runq.push(task)
         return task
@@ -320,10 +337,9 @@ class Kernel:
         task.coro = None
         task.result, task.exception = result, exception
         del self.tasks[task.tid]
-        waiters, task.exit_waiters = task.exit_waiters or (), None
-        for waiter in waiters:
+        for waiter in self.exit_waiters.pop(task, ()):
             if type(waiter.trap) is Join:
-                task.joined = True
+                task.flags |= JOINED
                 if exception is not None:
                     self.wake_exc(waiter, exception)
                 else:
@@ -332,7 +348,7 @@ class Kernel:
                 self.wake(waiter, None)
         if task is self.main:
             self._stop()
-        elif exception is not None and not task.joined:
+        elif exception is not None and not task.flags & JOINED:
             self._unjoined_failure(task, exception)
 
     def _unjoined_failure(self, task: Task, exception: BaseException) -> None:
@@ -353,7 +369,7 @@ class Kernel:
     def cancel(self, task: Task) -> None:
         """Kill ``task``: `Cancelled` is raised in it once, as scopes.py rules."""
         if task.state is not EXITED:
-            task.cancel_requested = True
+            task.flags |= CANCEL_REQUESTED
             self.deliver_cancellation(task)
 
     def deliver_cancellation(self, task: Task) -> None:
@@ -416,7 +432,7 @@ class Kernel:
         task.trap = trap
         task.undo = undo
 
-    def wake(self, task: Task, value: Any) -> None:
+    def wake(self, task: Task, value: Any = None) -> None:
         """End ``task``'s wait: it resumes with ``value``."""
         assert task.state is BLOCKED, f"kernel bug: waking {task!r}"
         task.trap = task.undo = None
@@ -558,7 +574,7 @@ class Kernel:
         for task in sorted(self.tasks.values(), key=lambda t: t.tid):
             if task.state is BLOCKED and task.undo is not None:
                 task.undo(task)
-            task.exit_waiters = None  # nobody will be scheduled to hear of it
+            self.exit_waiters.pop(task, None)  # nobody will be scheduled to hear of it
             self._close(task)
         self.runq.clear()
 

@@ -51,7 +51,7 @@ import itertools
 from typing import Callable, Optional
 
 from .instrument import Instrument
-from .task import DEFAULT_TICKETS, Task
+from .task import DEFAULT_TICKETS, Task, sched_info
 
 
 class PriorityPolicy:
@@ -94,7 +94,7 @@ class PriorityPolicy:
 
 
 class _FairState:
-    """A task's bookkeeping under `FairSharePolicy` (kept in ``task.sched``)."""
+    """A task's bookkeeping under `FairSharePolicy` (kept in ``task.sched.data``)."""
 
     __slots__ = ("vruntime", "queued")
 
@@ -133,7 +133,7 @@ class FairSharePolicy(Instrument):
     task's key changes when it is charged, after its step, and by then it
     may be back on the queue already (``sched_yield`` pushes it during the
     step). Rather than search the heap, the charge pushes a fresh entry and
-    leaves the old one: ``task.sched.queued`` names the live entry's seq, and
+    leaves the old one: ``task.sched.data.queued`` names the live entry's seq, and
     `pop_next` throws away entries that are not live. A task has at most one
     such dead entry (its old key is smaller, so it surfaces first).
 
@@ -153,9 +153,10 @@ class FairSharePolicy(Instrument):
         self.min_vruntime = 0.0
 
     def push(self, task: Task) -> None:
-        state: Optional[_FairState] = task.sched
+        info = sched_info(task)
+        state: Optional[_FairState] = info.data
         if state is None:
-            state = task.sched = _FairState(self.min_vruntime)
+            state = info.data = _FairState(self.min_vruntime)
         elif state.vruntime < self.min_vruntime:
             state.vruntime = self.min_vruntime  # no credit for having slept
         assert state.queued is None, f"kernel bug: {task!r} pushed twice"
@@ -171,7 +172,7 @@ class FairSharePolicy(Instrument):
         heap = self._heap
         while True:
             _, seq, task = heapq.heappop(heap)
-            state: _FairState = task.sched
+            state: _FairState = sched_info(task).data
             if state.queued == seq:
                 break
             # A dead entry: the task was charged (and re-queued) after this was pushed.
@@ -185,7 +186,7 @@ class FairSharePolicy(Instrument):
         """The instrument hook: charge ``task`` for the step it just ran."""
         if not seconds:
             return
-        state: _FairState = task.sched
+        state: _FairState = sched_info(task).data
         state.vruntime += seconds * DEFAULT_TICKETS / task.tickets
         if state.queued is not None:  # already READY again (sched_yield): re-key it
             self._ready -= 1
@@ -196,8 +197,9 @@ class FairSharePolicy(Instrument):
 
     def clear(self) -> None:
         for _, seq, task in self._heap:
-            if task.sched.queued == seq:
-                task.sched.queued = None
+            state: _FairState = sched_info(task).data
+            if state.queued == seq:
+                state.queued = None
         self._heap.clear()
         self._ready = 0
 
@@ -247,15 +249,16 @@ class StridePolicy:
         self.global_pass = 0
 
     def push(self, task: Task) -> None:
-        pass_: Optional[int] = task.sched
+        info = sched_info(task)
+        pass_: Optional[int] = info.data
         if pass_ is None or pass_ < self.global_pass:
-            pass_ = task.sched = self.global_pass
+            pass_ = info.data = self.global_pass
         heapq.heappush(self._heap, (pass_, next(self._seq), task))
 
     def pop_next(self) -> Task:
         pass_, _, task = heapq.heappop(self._heap)
         self.global_pass = pass_
-        task.sched = pass_ + STRIDE1 // task.tickets  # where its next turn starts
+        sched_info(task).data = pass_ + STRIDE1 // task.tickets  # where its next turn starts
         return task
 
     def __len__(self) -> int:

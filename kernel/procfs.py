@@ -32,7 +32,6 @@ A snapshot copies what it shows (numbers, names, ``repr`` strings); only
 
 from __future__ import annotations
 
-import functools
 import linecache
 import math
 import reprlib
@@ -176,13 +175,13 @@ def snapshot(
 
 def _sleep_deadline(task: Task, trap: Sleep) -> Optional[float]:
     """When a sleeping task wakes. The kernel does not store it in the task: it is
-    the deadline of the timer the sleep's undo cancels (``partial(timers.cancel,
-    timer)``; see sysproc.sys_sleep). A sleep for ever has no timer."""
+    the deadline of the timer that is the sleep's undo (see sysproc.sys_sleep).
+    A sleep for ever has no timer."""
     if math.isinf(trap.seconds):
         return math.inf
     undo = task.undo
-    if isinstance(undo, functools.partial) and undo.args and isinstance(undo.args[0], Timer):
-        return undo.args[0].deadline
+    if isinstance(undo, Timer):
+        return undo.deadline
     return None  # (a sleep this module does not know how to read)
 
 

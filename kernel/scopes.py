@@ -34,11 +34,15 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import Cancelled, TimedOut
+from .task import CANCEL_DELIVERED, CANCEL_REQUESTED
 from .timers import Timer
 
 if TYPE_CHECKING:
     from .kernel import Kernel
     from .task import Task
+
+#: The flags of a kill asked for: delivered already, or not yet.
+_KILL_FLAGS = CANCEL_REQUESTED | CANCEL_DELIVERED
 
 _running = threading.local()  # .kernel: the kernel running in this thread, if any
 
@@ -115,7 +119,7 @@ class CancelScope:
             task.scopes = []
         task.scopes.append(self)
         if self.deadline is not None:
-            self._timer = k.timers.add(self.deadline, self._expire)
+            self._timer = k.timers.add(self.deadline, CancelScope._expire, self)
         return self
 
     def __exit__(self, typ: Any, exc: Optional[BaseException], tb: Any) -> bool:
@@ -155,8 +159,8 @@ def next_cancellation(task: Task) -> Optional[BaseException]:
     for i, scope in enumerate(scopes):
         if scope.shield:
             innermost_shield = i
-    if task.cancel_requested and not task.cancel_delivered and innermost_shield < 0:
-        task.cancel_delivered = True
+    if task.flags & _KILL_FLAGS == CANCEL_REQUESTED and innermost_shield < 0:
+        task.flags |= CANCEL_DELIVERED
         return Cancelled()
     for i, scope in enumerate(scopes):
         if scope.due and not scope.delivered and innermost_shield <= i:

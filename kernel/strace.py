@@ -51,7 +51,6 @@ import re
 import socket
 import sys
 import types
-import weakref
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from .instrument import Instrument
@@ -229,13 +228,18 @@ def describe_error(error: BaseException) -> str:
 class _Call:
     """A trap between its entry and its result."""
 
-    __slots__ = ("name", "text", "start", "indent")
+    __slots__ = ("name", "text", "start", "indent", "settled")
 
-    def __init__(self, name: str, text: str, start: float, indent: str) -> None:
+    def __init__(
+        self, name: str, text: str, start: float, indent: str, settled: bool = False
+    ) -> None:
         self.name = name  # the trap name (what -e and the summary use)
         self.text = text  # "recv(fd=5, 100)"
         self.start = start  # kernel clock at entry
         self.indent = indent  # two spaces per subroutine the call is made from
+        # The task whose exit may end this call (the joined or killed one; main, during
+        # shutdown) had exited already when it was made: that exit has been reported.
+        self.settled = settled
 
 
 class Strace(Instrument):
@@ -266,10 +270,10 @@ class Strace(Instrument):
         self.only = None if only is None else frozenset(only)
         self._calls: dict[Task, _Call] = {}  # trap entered, result not yet seen
         self._held: dict[Task, None] = {}  # ... and its line not printed yet
-        # Exits already reported (weakly: only tasks someone may still join matter),
-        # and those reported early, by the join or kill they ended (see trap_result).
-        self._exited: weakref.WeakSet[Task] = weakref.WeakSet()
-        self._early: weakref.WeakSet[Task] = weakref.WeakSet()
+        # Exits reported early, by the join or kill they ended, before their exit hook
+        # (see trap_result); and the main task whose exit has been reported.
+        self._early: set[Task] = set()
+        self._main_said: Optional[Task] = None
         #: trap name -> its time, calls and errors, for the summary table.
         self.stats: dict[str, Tally] = {}
 
@@ -293,8 +297,10 @@ class Strace(Instrument):
             self._calls[task] = _Call(name, "", self._kernel.clock(), "")
             return
         indent = "  " * len(task.callers) if task.callers else ""
+        cause = self._cause(trap)
+        settled = cause is not None and cause.state is EXITED
         # The text is made now: a trap may record its progress in itself (sendall).
-        self._calls[task] = _Call(name, format_call(trap), self._kernel.clock(), indent)
+        self._calls[task] = _Call(name, format_call(trap), self._kernel.clock(), indent, settled)
         self._held[task] = None  # printed whole if no other line comes before its result
 
     def trap_result(
@@ -311,9 +317,14 @@ class Strace(Instrument):
         # A task's exit wakes its joiners and killers (and main's exit cancels all
         # the others) before the kernel calls the exit hook; but the exit came
         # first, so its line comes first too.
-        k = self._kernel
-        cause = trap.task if isinstance(trap, (Join, Kill)) else k.main if k.stopping else None
-        if cause is not None and cause.state is EXITED and cause not in self._exited:
+        cause = self._cause(trap)
+        if (
+            cause is not None
+            and not call.settled
+            and cause.state is EXITED
+            and cause not in self._early
+            and cause is not self._main_said
+        ):
             self._early.add(cause)
             self._exit_line(cause)  # (this call may show as unfinished before it)
         del self._calls[task]
@@ -342,8 +353,15 @@ class Strace(Instrument):
 
     # ── Output ───────────────────────────────────────────────────────────
 
+    def _cause(self, trap: Any) -> Optional[Task]:
+        """The task whose exit ends a wait in ``trap``, if any: the one joined or
+        killed; during shutdown, main (its exit cancelled everybody)."""
+        k = self._kernel
+        return trap.task if isinstance(trap, (Join, Kill)) else k.main if k.stopping else None
+
     def _exit_line(self, task: Task) -> None:
-        self._exited.add(task)
+        if task is self._kernel.main:
+            self._main_said = task
         if task.exception is None:
             end = f"exited with {short(task.result)}"
         elif isinstance(task.exception, Exception):

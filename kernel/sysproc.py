@@ -15,7 +15,7 @@ import math
 from typing import TYPE_CHECKING, Any, Callable
 
 from .scopes import next_cancellation
-from .task import Task, TaskState
+from .task import CANCEL_REQUESTED, JOINED, Task, TaskState
 from .traps import CALL, SWITCH, GetTid, Join, Kill, Operation, SchedYield, Sleep, Spawn, WaitOn
 
 if TYPE_CHECKING:
@@ -47,11 +47,16 @@ def sys_sleep(k: Kernel, task: Task, trap: Sleep) -> Any:
     if seconds == 0.0:
         return sys_sched_yield(k, task, trap)
     if math.isinf(seconds):
-        k.park(task, trap, _nothing_to_undo)  # only kill (or deadlock) ends this wait
+        # Only kill (or deadlock) ends this wait. Parked in a shared trap, not its own:
+        # a task blocked for ever holds no per-task memory beyond its TCB and frame.
+        k.park(task, SLEEP_FOREVER, _nothing_to_undo)
         return SWITCH
-    timer = k.timers.add(k.clock() + seconds, functools.partial(k.wake, task, None))
-    k.park(task, trap, functools.partial(k.timers.cancel, timer))
+    timer = k.timers.add(k.clock() + seconds, k.wake, task)  # wake(task): resumes with None
+    k.park(task, trap, timer)  # the undo: calling the timer cancels it
     return SWITCH
+
+
+SLEEP_FOREVER = Sleep(math.inf)
 
 
 def _nothing_to_undo(task: Task) -> None:
@@ -61,7 +66,7 @@ def _nothing_to_undo(task: Task) -> None:
 def sys_join(k: Kernel, task: Task, trap: Join) -> Any:
     target = trap.task
     if target.state is EXITED:
-        target.joined = True
+        target.flags |= JOINED
         if target.exception is not None:
             raise target.exception
         return target.result
@@ -76,7 +81,7 @@ def sys_kill(k: Kernel, task: Task, trap: Kill) -> Any:
     if target.state is EXITED:
         return None  # killing a dead task is a no-op
     if target is task:
-        task.cancel_requested = True
+        task.flags |= CANCEL_REQUESTED
         exc = next_cancellation(task)
         if exc is not None:
             raise exc
@@ -88,10 +93,19 @@ def sys_kill(k: Kernel, task: Task, trap: Kill) -> Any:
 
 def _wait_for_exit(k: Kernel, task: Task, trap: Any, target: Task) -> None:
     """Park ``task`` until ``target`` exits (`Kernel.exit_task` wakes the exit waiters)."""
-    if target.exit_waiters is None:
-        target.exit_waiters = []
-    target.exit_waiters.append(task)
-    k.park(task, trap, target.exit_waiters.remove)  # undo(task): off the exit waiters
+    waiters = k.exit_waiters.get(target)
+    if waiters is None:
+        waiters = k.exit_waiters[target] = []
+    waiters.append(task)
+    k.park(task, trap, functools.partial(_stop_waiting_for_exit, k.exit_waiters, target))
+
+
+def _stop_waiting_for_exit(exit_waiters: dict[Task, list[Task]], target: Task, task: Task) -> None:
+    """The undo of a join or kill: ``task`` no longer waits for ``target``'s exit."""
+    waiters = exit_waiters[target]
+    waiters.remove(task)
+    if not waiters:
+        del exit_waiters[target]
 
 
 def sys_wait_on(k: Kernel, task: Task, trap: WaitOn) -> Any:

@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 #: The tickets a task gets unless spawned with others (stride and lottery scheduling).
 DEFAULT_TICKETS = 100
 
+# Task.flags: facts about a task that are true or not, one bit each.
+CANCEL_REQUESTED = 1  # kill() has been asked for
+CANCEL_DELIVERED = 2  # ... and Cancelled has been raised in it (it is, only once)
+JOINED = 4  # someone has collected its outcome (so a failure is not reported)
+
 #: What a task runs: a generator or a coroutine object (both have send/throw/close).
 Coro = Union[Generator[Any, Any, Any], Coroutine[Any, Any, Any]]
 
@@ -56,12 +61,48 @@ class TaskState(enum.Enum):
         return self.value
 
 
+class SchedInfo:
+    """A task's scheduling record: its parameters, and a policy's bookkeeping.
+
+    Most tasks never need one (default priority and tickets, FIFO policy), so
+    `Task.sched` stays None until a task is spawned with other parameters or
+    a policy keeps something per task: one pointer in every TCB instead of
+    three.
+    """
+
+    __slots__ = ("priority", "tickets", "data")
+
+    def __init__(self, priority: int = 0, tickets: int = DEFAULT_TICKETS) -> None:
+        self.priority = priority  # static priority: higher runs first
+        self.tickets = tickets  # share of the CPU for stride and lottery scheduling
+        self.data: Any = None  # the policy's own (virtual runtime, pass, ...)
+
+    def __repr__(self) -> str:
+        return f"SchedInfo(priority={self.priority}, tickets={self.tickets}, data={self.data!r})"
+
+
+def sched_info(task: Task) -> SchedInfo:
+    """``task``'s scheduling record, made on first use (for the policies)."""
+    info = task.sched
+    if info is None:
+        info = task.sched = SchedInfo()
+    return info
+
+
 class Task:
-    """The task control block. The kernel owns every field; user code only reads."""
+    """The task control block. The kernel owns every field; user code only reads.
+
+    Memory. A server may hold a hundred thousand idle tasks, so the TCB is
+    kept to sixteen pointers (160 bytes): a field most tasks never use lives
+    somewhere else until a task needs it. Scheduling parameters are in
+    `sched` (None by default), yes/no facts are bits of `flags`, the tasks
+    waiting for this one to exit are listed by the kernel (``Kernel.exit_waiters``),
+    and the name a task was not given is worked out when someone asks.
+    """
 
     __slots__ = (
         "tid",
-        "name",
+        "_name",
         "coro",
         "state",
         "next_value",
@@ -69,19 +110,13 @@ class Task:
         "pending_exc",
         "trap",
         "undo",
-        "exit_waiters",
         "callers",
         "scopes",
-        "cancel_requested",
-        "cancel_delivered",
+        "flags",
         "result",
         "exception",
-        "joined",
         "parent",
-        "priority",
-        "tickets",
         "sched",
-        "__weakref__",
     )
 
     def __init__(
@@ -90,16 +125,15 @@ class Task:
         name: str,
         coro: Coro,
         parent: Optional[int] = None,
-        priority: int = 0,
-        tickets: int = DEFAULT_TICKETS,
+        sched: Optional[SchedInfo] = None,
     ) -> None:
         self.tid = tid  # unique id, never reused within a kernel
-        self.name = name  # for people: ps listings, logs, repr
+        # For people (ps listings, logs, repr): given, or the function's __qualname__, shared
+        # with the function (a task's own copy of the cut name would cost every task ~60 bytes).
+        self._name = name
         self.parent = parent  # tid of the task that spawned it (None: main)
-        # Scheduling parameters, read only by the policies that use them (scheduler.py):
-        self.priority = priority  # static priority: higher runs first
-        self.tickets = tickets  # share of the CPU for stride and lottery scheduling
-        self.sched: Any = None  # the policy's own bookkeeping (virtual runtime, pass, ...)
+        # Scheduling parameters and a policy's bookkeeping (scheduler.py); None: defaults.
+        self.sched = sched
         self.coro: Optional[Coro] = coro  # the saved context; None once EXITED
         self.state = TaskState.READY
         # What the run loop delivers at the next resume: a value, or an exception to throw.
@@ -110,19 +144,35 @@ class Task:
         # While BLOCKED: the trap it waits in, and how to take it out of that wait.
         self.trap: Any = None
         self.undo: Optional[Callable[[Task], None]] = None  # called as undo(task)
-        # Tasks blocked in join() or kill() on this task, woken when it exits.
-        self.exit_waiters: Optional[list[Task]] = None  # made on the first join or kill
         # The rest of the saved context while an Operation trap runs as a subroutine:
         # the generators below ``coro``, innermost last (None: no subroutine running).
         self.callers: Optional[list[Coro]] = None
         # Cancel scopes (timeouts, shields) the task is inside, outermost first.
         self.scopes: Optional[list[CancelScope]] = None
-        self.cancel_requested = False  # kill() has been asked for
-        self.cancel_delivered = False  # ... and Cancelled has been raised in it (once only)
+        self.flags = 0  # CANCEL_REQUESTED, CANCEL_DELIVERED, JOINED
         # Final outcome, once EXITED.
         self.result: Any = None
         self.exception: Optional[BaseException] = None
-        self.joined = False  # someone has collected the outcome (so a failure is not reported)
+
+    @property
+    def name(self) -> str:
+        """The name given at spawn, else the function's, without any ``outer.<locals>.``."""
+        return self._name.rpartition("<locals>.")[2]
+
+    @property
+    def priority(self) -> int:
+        """Static priority (`PriorityPolicy`: higher runs first); 0 unless spawned with one."""
+        return 0 if self.sched is None else self.sched.priority
+
+    @property
+    def tickets(self) -> int:
+        """Share of the CPU under stride and lottery scheduling (and fair share's weight)."""
+        return DEFAULT_TICKETS if self.sched is None else self.sched.tickets
+
+    @property
+    def joined(self) -> bool:
+        """Someone has collected the outcome (join), so a failure is not reported."""
+        return bool(self.flags & JOINED)
 
     def __repr__(self) -> str:
         state = str(self.state)

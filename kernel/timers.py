@@ -28,6 +28,13 @@ entries once they outnumber the live ones.
 Heap entries are ``(deadline, seq, timer)`` tuples: tuples compare in C, the
 unique ``seq`` breaks ties between equal deadlines in FIFO order, and the
 comparison never reaches the `Timer` object.
+
+A timer calls ``action(arg)``: a sleeping task's timer is ``(kernel.wake,
+task)``, a cancel scope's ``(CancelScope._expire, scope)``. Giving the
+argument to the timer, rather than binding it into a fresh closure, saves
+an object per timer; there can be a hundred thousand of them. For the same
+reason a timer is its own undo: calling it with the task (``undo(task)``)
+cancels it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 #: The clock seam: a callable returning seconds on a monotonic clock.
 Clock = Callable[[], float]
@@ -90,13 +97,22 @@ _COMPACT_MIN = 64
 
 
 class Timer:
-    """One pending deadline. ``action`` runs when it expires; None once fired or cancelled."""
+    """One pending deadline: ``action(arg)`` runs when it expires. ``action`` is None
+    once the timer has fired or been cancelled."""
 
-    __slots__ = ("deadline", "action")
+    __slots__ = ("deadline", "action", "arg", "queue")
 
-    def __init__(self, deadline: float, action: Callable[[], None]) -> None:
+    def __init__(
+        self, deadline: float, action: Callable[[Any], None], arg: Any, queue: TimerQueue
+    ) -> None:
         self.deadline = deadline
-        self.action: Optional[Callable[[], None]] = action
+        self.action: Optional[Callable[[Any], None]] = action
+        self.arg = arg
+        self.queue = queue
+
+    def __call__(self, task: object = None) -> None:
+        """Cancel the timer: so the timer itself is a sleeping task's undo (``undo(task)``)."""
+        self.queue.cancel(self)
 
     def __repr__(self) -> str:
         return f"<Timer deadline={self.deadline:.6f}{'' if self.action else ' (done)'}>"
@@ -113,16 +129,15 @@ class TimerQueue:
     def __len__(self) -> int:
         return self.live
 
-    def add(self, deadline: float, action: Callable[[], None]) -> Timer:
-        """Run ``action()`` once the clock reaches ``deadline``."""
-        timer = Timer(deadline, action)
+    def add(self, deadline: float, action: Callable[[Any], None], arg: Any = None) -> Timer:
+        """Run ``action(arg)`` once the clock reaches ``deadline``."""
+        timer = Timer(deadline, action, arg, self)
         heapq.heappush(self._heap, (deadline, next(self._seq), timer))
         self.live += 1
         return timer
 
-    def cancel(self, timer: Timer, task: object = None) -> None:
-        """Forget a timer; a no-op if it already fired or was cancelled. (``task``
-        is ignored: it is there so that ``partial(cancel, timer)`` is a task's undo.)"""
+    def cancel(self, timer: Timer) -> None:
+        """Forget a timer; a no-op if it already fired or was cancelled."""
         if timer.action is None:
             return
         timer.action = None
@@ -150,5 +165,5 @@ class TimerQueue:
                 timer.action = None
                 self.live -= 1
                 fired += 1
-                action()
+                action(timer.arg)
         return fired

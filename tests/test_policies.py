@@ -36,7 +36,7 @@ from kernel.policies import (
     StridePolicy,
 )
 from kernel.scheduler import POLICY_NAMES, RunQueue, make_policy
-from kernel.task import Task
+from kernel.task import SchedInfo, Task
 from syscalls import (
     join,
     kill,
@@ -113,7 +113,7 @@ def idle():
 
 def bare_task(tid, priority=0, tickets=100):
     """A task that is only ever pushed and popped, never run."""
-    return Task(tid, f"t{tid}", idle(), priority=priority, tickets=tickets)
+    return Task(tid, f"t{tid}", idle(), sched=SchedInfo(priority, tickets))
 
 
 # ── FIFO and priority ────────────────────────────────────────────────────
@@ -216,7 +216,7 @@ def test_fair_share_charges_only_steps_that_used_cpu():
     assert len(policy) == 2 and len(policy._heap) == 3
     assert [policy.pop_next(), policy.pop_next()] == [b, a]
     assert len(policy) == 0 and policy._heap == []  # the dead entry was thrown away
-    assert a.sched.vruntime == 0.5 and policy.min_vruntime == 0.5
+    assert a.sched.data.vruntime == 0.5 and policy.min_vruntime == 0.5
 
 
 def test_fair_share_clear_forgets_live_and_dead_entries():
@@ -226,7 +226,7 @@ def test_fair_share_clear_forgets_live_and_dead_entries():
     policy.push(b)
     policy.stop(a, U)  # leaves a dead entry of a's behind
     policy.clear()
-    assert len(policy) == 0 and a.sched.queued is None and b.sched.queued is None
+    assert len(policy) == 0 and a.sched.data.queued is None and b.sched.data.queued is None
     policy.push(b)  # no "pushed twice"
     policy.push(a)
     assert [policy.pop_next(), policy.pop_next()] == [b, a]  # b: 0, a: U behind

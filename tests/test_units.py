@@ -34,7 +34,7 @@ def test_timer_queue_fires_in_deadline_order_with_fifo_ties():
     q = TimerQueue()
     fired = []
     for deadline, label in [(3.0, "c"), (1.0, "a1"), (2.0, "b"), (1.0, "a2")]:
-        q.add(deadline, lambda label=label: fired.append(label))
+        q.add(deadline, fired.append, label)
     assert q.next_deadline() == 1.0
     assert q.expire(0.5) == 0
     assert q.expire(2.0) == 3
@@ -45,7 +45,7 @@ def test_timer_queue_fires_in_deadline_order_with_fifo_ties():
 def test_timer_queue_lazy_cancel_and_compaction():
     q = TimerQueue()
     fired = []
-    timers = [q.add(float(i), lambda i=i: fired.append(i)) for i in range(1000)]
+    timers = [q.add(float(i), fired.append, i) for i in range(1000)]
     for t in timers[:-10]:
         q.cancel(t)
     q.cancel(timers[0])  # cancelling twice is a no-op
@@ -56,6 +56,16 @@ def test_timer_queue_lazy_cancel_and_compaction():
     assert fired == list(range(990, 1000))
     assert q.next_deadline() is None
     assert "done" in repr(timers[0])
+
+
+def test_a_timer_called_as_an_undo_cancels_itself():
+    q = TimerQueue()
+    fired = []
+    kept, undone = q.add(1.0, fired.append, "kept"), q.add(1.0, fired.append, "undone")
+    undone(make_task(1))  # how the kernel calls a sleep's undo: undo(task)
+    assert len(q) == 1 and undone.action is None and kept.action is not None
+    assert q.expire(2.0) == 1
+    assert fired == ["kept"]
 
 
 # ── run queue ────────────────────────────────────────────────────────────
