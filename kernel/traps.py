@@ -85,17 +85,26 @@ class Spawn(Trap[Task]):
         priority: int = 0,
         tickets: int = DEFAULT_TICKETS,
     ) -> None:
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"spawn: name must be a str, not {type(name).__name__}")
-        if type(priority) is not int or type(tickets) is not int:
-            raise TypeError("spawn: priority and tickets must be ints")
-        if tickets < 1:
-            raise ValueError(f"spawn: tickets must be at least 1, not {tickets}")
+        # (The defaults are small ints, cached objects: a spawn that gives none skips the checks.)
+        if name is not None or priority is not _NO_PRIORITY or tickets is not DEFAULT_TICKETS:
+            _check_spawn_options(name, priority, tickets)
         self.target = target
         self.args = args
         self.name = name
         self.priority = priority
         self.tickets = tickets
+
+
+_NO_PRIORITY = 0
+
+
+def _check_spawn_options(name: Optional[str], priority: int, tickets: int) -> None:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"spawn: name must be a str, not {type(name).__name__}")
+    if type(priority) is not int or type(tickets) is not int:
+        raise TypeError("spawn: priority and tickets must be ints")
+    if tickets < 1:
+        raise ValueError(f"spawn: tickets must be at least 1, not {tickets}")
 
 
 class Join(Trap[Any]):
