@@ -9,7 +9,7 @@ outside any task. Posting is two steps, both safe from any thread:
 1. append the function to a `collections.deque` (append and popleft are
    atomic in CPython and PyPy);
 2. ring the *doorbell*: write to an ``eventfd`` (or, where there is none,
-   a socket pair) that the poller watches, so that a loop sleeping in
+   a pipe) that the poller watches, so that a loop sleeping in
    ``epoll_wait`` wakes up at once.
 
 While a thread is expected to post something (a job in the thread pool),
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import collections
 import os
-import socket
 import threading
 from typing import Callable, Optional
+
+from .files import drain, nonblocking_pipe
 
 
 class Doorbell:
@@ -35,8 +36,7 @@ class Doorbell:
         # lock, a ring could write into a closed fd number that something else reuses.
         self._lock = threading.Lock()
         self._efd: Optional[int] = None
-        self._rsock: Optional[socket.socket] = None
-        self._wsock: Optional[socket.socket] = None
+        self._pipe: Optional[tuple[int, int]] = None
         eventfd = getattr(os, "eventfd", None)  # Linux, Python 3.10+ (looked up, for 3.9)
         if eventfd is not None:
             flags = getattr(os, "EFD_NONBLOCK") | getattr(os, "EFD_CLOEXEC")  # noqa: B009
@@ -45,10 +45,8 @@ class Doorbell:
             self._eventfd_read = getattr(os, "eventfd_read")  # noqa: B009
             self.fd = self._efd
         else:
-            self._rsock, self._wsock = socket.socketpair()
-            self._rsock.setblocking(False)
-            self._wsock.setblocking(False)
-            self.fd = self._rsock.fileno()
+            self._pipe = nonblocking_pipe()
+            self.fd = self._pipe[0]
 
     def ring(self) -> None:
         """Make the fd readable (from any thread; a full buffer already means "rung")."""
@@ -56,31 +54,30 @@ class Doorbell:
             try:
                 if self._efd is not None:
                     self._eventfd_write(self._efd, 1)
-                elif self._wsock is not None:
-                    self._wsock.send(b"\0")
+                elif self._pipe is not None:
+                    os.write(self._pipe[1], b"\0")
             except OSError:
                 pass  # a full buffer: it is rung already
 
     def drain(self) -> None:
         """Empty the fd, so the poller stops reporting it (kernel thread only)."""
-        try:
-            if self._efd is not None:
+        if self._efd is not None:
+            try:
                 self._eventfd_read(self._efd)
-            elif self._rsock is not None:
-                while self._rsock.recv(4096):
-                    pass
-        except BlockingIOError:
-            pass
+            except BlockingIOError:
+                pass
+        elif self._pipe is not None:
+            drain(self._pipe[0])
 
     def close(self) -> None:
         with self._lock:
             if self._efd is not None:
                 os.close(self._efd)
                 self._efd = None
-            for sock in (self._rsock, self._wsock):
-                if sock is not None:
-                    sock.close()
-            self._rsock = self._wsock = None
+            if self._pipe is not None:
+                os.close(self._pipe[0])
+                os.close(self._pipe[1])
+                self._pipe = None
 
 
 class Door:

@@ -11,7 +11,7 @@ back when it closes, so a terminal still behaves after the program exits.
 The kernel can only trust what it can see. An fd *number* may be closed and
 reused by a new file at any moment without the kernel knowing, so:
 
-* a `socket.socket` reports its mode without a syscall (``gettimeout() ==
+* a socket reports its mode without a syscall (``gettimeout() ==
   0.0`` means non-blocking; any timeout means Python would wait inside the
   call), so it is checked on every operation for free;
 * another object with ``fileno()`` (a file object, say) is checked once and
@@ -21,12 +21,17 @@ reused by a new file at any moment without the kernel knowing, so:
 
 When restoring, the kernel makes sure the fd still refers to the same file
 (the same object still open, or the same device and inode) before it touches it.
+
+Sockets are recognised by ``_socket.socket``, the C type that every
+`socket.socket` (and `ssl.SSLSocket`) is made from: the `socket` module
+itself costs several milliseconds to import, and a program that never
+opens a socket should not pay them.
 """
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import weakref
 from typing import Any, Optional
 
@@ -37,7 +42,7 @@ class FileTable:
     def __init__(self) -> None:
         # Sockets switched to non-blocking, with the timeout they had before
         # (weak keys: a socket the program has dropped needs nothing put back).
-        self._sockets: weakref.WeakKeyDictionary[socket.socket, Optional[float]] = (
+        self._sockets: weakref.WeakKeyDictionary[_socket.socket, Optional[float]] = (
             weakref.WeakKeyDictionary()
         )
         # Other fds switched to non-blocking: fd -> (device, inode) of the file it was.
@@ -50,7 +55,7 @@ class FileTable:
         if type(file) is int:
             if os.get_blocking(fd):
                 self._switch_fd(fd)
-        elif isinstance(file, socket.socket):
+        elif isinstance(file, _socket.socket):
             timeout = file.gettimeout()
             if timeout != 0.0:
                 self._sockets.setdefault(file, timeout)
@@ -85,3 +90,24 @@ class FileTable:
         self._sockets.clear()
         self._fds.clear()
         self._checked.clear()
+
+
+def nonblocking_pipe() -> tuple[int, int]:
+    """A pipe, both ends non-blocking and close-on-exec: ``(read_fd, write_fd)``.
+
+    What the kernel uses to wake its own loop (the doorbell without eventfd,
+    the signal wakeup fd): a byte written at one end makes the other readable.
+    """
+    rfd, wfd = os.pipe()  # (os.pipe fds are close-on-exec already: PEP 446)
+    os.set_blocking(rfd, False)
+    os.set_blocking(wfd, False)
+    return rfd, wfd
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking fd until it is empty (its bytes only served to end a wait)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

@@ -9,7 +9,7 @@ point: into ``main``, at its suspension point, as `KeyboardInterrupt`.
 Recording is not enough when the loop sleeps in ``epoll_wait``: Python
 retries an interrupted wait (PEP 475) if the handler does not raise. So the
 kernel also gives the C-level handler a *wakeup fd* (`signal.set_wakeup_fd`):
-the signal's number is written into a socket pair whose other end the poller
+the signal's number is written into a pipe whose other end the poller
 watches, and the wait returns at once.
 
 If a second SIGINT arrives before the first could be delivered (a task is
@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import collections
 import errno
+import os
 import signal
-import socket
 import threading
 from types import FrameType
 from typing import Any, Callable, Optional
+
+from .files import drain, nonblocking_pipe
 
 
 class SignalWakeup:
@@ -45,8 +47,7 @@ class SignalWakeup:
         self.arrived: collections.deque[int] = collections.deque()  # watched signals, in order
         self._watchers: dict[int, list[Callable[[int], None]]] = {}
         self._saved: dict[int, Any] = {}  # signum -> the handler to put back
-        self._rsock: Optional[socket.socket] = None
-        self._wsock: Optional[socket.socket] = None
+        self._pipe: Optional[tuple[int, int]] = None  # the wakeup fd's pipe
         self._old_wakeup_fd = -1
         self.installed = False
         self.owns_sigint = False
@@ -56,15 +57,13 @@ class SignalWakeup:
         return the fd the poller must watch, or None when signals are left alone."""
         if threading.current_thread() is not threading.main_thread():
             return None
-        self._rsock, self._wsock = socket.socketpair()
-        self._rsock.setblocking(False)
-        self._wsock.setblocking(False)
-        self._old_wakeup_fd = signal.set_wakeup_fd(self._wsock.fileno(), warn_on_full_buffer=False)
+        rfd, wfd = self._pipe = nonblocking_pipe()
+        self._old_wakeup_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         self.installed = True
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._saved[signal.SIGINT] = signal.signal(signal.SIGINT, self._handler)
             self.owns_sigint = True
-        return self._rsock.fileno()
+        return rfd
 
     def watch(self, signum: int, callback: Callable[[int], None]) -> None:
         """Call ``callback(signum)`` (from the run loop) each time ``signum`` arrives."""
@@ -108,16 +107,12 @@ class SignalWakeup:
                 callback(signum)
 
     def drain(self) -> None:
-        """Empty the wakeup socket (its bytes only served to end the wait)."""
-        assert self._rsock is not None
-        try:
-            while self._rsock.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
+        """Empty the wakeup pipe (its bytes only served to end the wait)."""
+        assert self._pipe is not None
+        drain(self._pipe[0])
 
     def uninstall(self) -> None:
-        """Put back every handler and the wakeup fd; close the socket pair."""
+        """Put back every handler and the wakeup fd; close the pipe."""
         if not self.installed:
             return
         self.installed = self.owns_sigint = False
@@ -127,7 +122,7 @@ class SignalWakeup:
             signal.signal(signum, handler)
         self._saved.clear()
         signal.set_wakeup_fd(self._old_wakeup_fd)
-        assert self._rsock is not None and self._wsock is not None
-        self._rsock.close()
-        self._wsock.close()
-        self._rsock = self._wsock = None
+        assert self._pipe is not None
+        os.close(self._pipe[0])
+        os.close(self._pipe[1])
+        self._pipe = None
