@@ -36,11 +36,17 @@ from __future__ import annotations
 import errno
 import os
 import select
-import selectors
 import weakref
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .task import Task
+
+if TYPE_CHECKING:
+    import selectors  # imported for real only when a fallback backend is made
+
+# selectors.EVENT_READ and EVENT_WRITE (fixed values, named here so that the
+# selectors module is loaded only by a program that asks for a fallback).
+_EVENT_READ, _EVENT_WRITE = 1, 2
 
 # Our direction bits are epoll's own, so that epoll's answers need no translation
 # (the selectors backend translates to them). ERROR is what epoll says for an
@@ -135,9 +141,7 @@ class SelectorBackend(Backend):
             os.fstat(fd)  # as epoll_ctl does, fail for a closed number: see Poller._rebuild
         else:
             os.fstat(fd)  # poll() and select() take a closed fd without complaint: check it
-            events = (selectors.EVENT_READ if new & READ else 0) | (
-                selectors.EVENT_WRITE if new & WRITE else 0
-            )
+            events = (_EVENT_READ if new & READ else 0) | (_EVENT_WRITE if new & WRITE else 0)
             self._sel.register(fd, events)
 
     def wait(self, timeout: Optional[float]) -> list[tuple[int, int]]:
@@ -150,8 +154,7 @@ class SelectorBackend(Backend):
         return [
             (
                 key.fd,
-                (READ if ev & selectors.EVENT_READ else 0)
-                | (WRITE if ev & selectors.EVENT_WRITE else 0),
+                (READ if ev & _EVENT_READ else 0) | (WRITE if ev & _EVENT_WRITE else 0),
             )
             for key, ev in ready
         ]
@@ -178,6 +181,9 @@ def make_backend(kind: str) -> Backend:
         kind = "epoll" if hasattr(select, "epoll") else "selectors"
     if kind == "epoll":
         return EpollBackend()
+    import selectors
+
+    assert (selectors.EVENT_READ, selectors.EVENT_WRITE) == (_EVENT_READ, _EVENT_WRITE)
     factories: dict[str, Callable[[], selectors.BaseSelector]] = {
         "selectors": selectors.DefaultSelector,
         "poll": selectors.PollSelector,
