@@ -21,7 +21,7 @@ from kernel.instrument import _SHADOWED
 from kernel.strace import Strace, call_args, format_call, format_outcome, short, trap_name
 from kernel.syscall import TRAP_TABLE
 from kernel.traps import Operation, RecvInto, SendAll, SendFile, Shutdown, Spawn
-from syscalls import join, kill, sleep, spawn, wait_on
+from syscalls import join, kill, shield, sleep, spawn, wait_on
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -317,6 +317,37 @@ def test_join_of_a_long_dead_task_does_not_report_its_exit_again():
         "[tid 1 main] join(<tid 2 quick>) = 7 <0.000000>",
         "[tid 1 main] kill(<tid 2 quick>) = None <0.000000>",
         "[tid 1 main] +++ exited with None +++",
+    ]
+
+
+def test_exits_are_reported_once_however_many_wait_for_them():
+    def quick():
+        yield sleep(1)
+        return 7
+
+    def waiter(t):
+        return (yield join(t))
+
+    def stubborn():
+        with shield():
+            yield sleep(5)  # still blocked when main exits: its result comes after
+
+    def main():
+        t = yield spawn(quick)
+        yield spawn(waiter, t)
+        yield spawn(stubborn)
+        assert (yield join(t)) == 7
+
+    out = io.StringIO()
+    with kernel.Kernel(clock=kernel.VirtualClock()) as k:
+        k.add_instrument(Strace(out))
+        k.run(main)
+    lines = out.getvalue().splitlines()
+    assert sum("tid 2 quick] +++" in line for line in lines) == 1, lines
+    assert sum("tid 1 main] +++" in line for line in lines) == 1, lines
+    assert lines[-2:] == [
+        "[tid 4 stubborn] <... sleep resumed> = None <5.000000>",
+        "[tid 4 stubborn] +++ exited with None +++",  # (no trap after the shield)
     ]
 
 
