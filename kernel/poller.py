@@ -247,8 +247,8 @@ class Poller:
     def wait(self, task: Task, fd: int, file: Any, writing: bool) -> None:
         """Park ``task`` until ``fd`` is readable (or writable). OSError if the fd is unusable."""
         w = self._watches.get(fd)
-        if w is None or not (  # (the test of _watch_for, inlined for the common case)
-            w.readers or w.writers or w.callback or (w.owner is not None and w.owner() is file)
+        if w is None or not (  # (the test of _watch_for, inlined, the usual case first)
+            (w.owner is not None and w.owner() is file) or w.readers or w.writers or w.callback
         ):
             w = self._watch_for(fd, file)
         bit = WRITE if writing else READ
