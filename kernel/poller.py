@@ -199,6 +199,8 @@ class Poller:
         # waits for readiness instead of failing with EAGAIN first (sysio.py).
         self.drained: set[int] = set()
         self.waiting = 0  # tasks parked on fds (the kernel's own fds are not counted)
+        # The undo of every I/O wait (Kernel.park), bound once rather than at every wait.
+        self.undo: Callable[[Task], None] = self.unwait_task
 
     def _watch_for(self, fd: int, file: Any) -> Watch:
         """The watch of ``fd``, or a fresh one if the old one may belong to another file."""

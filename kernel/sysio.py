@@ -59,9 +59,9 @@ if TYPE_CHECKING:
 def sys_io(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
     if trap.try_first:
         file = trap.file
-        # A plain socket already non-blocking (timeout 0.0) needs nothing: checked
-        # here, without a call, because it is the case of every message of a server.
-        if type(file) is not socket.socket or file.gettimeout() != 0.0:
+        # A plain socket already non-blocking needs nothing: checked here, without a
+        # syscall, because it is the case of every message of a server.
+        if type(file) is not socket.socket or file.getblocking():
             k.files.make_nonblocking(file, trap.fd)
         # Discussion: a read that came back short has almost surely emptied the
         # buffer, and trying again now would only fail with EAGAIN: a wasted
@@ -90,14 +90,16 @@ def block(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
         # epoll refuses regular files and directories: they never block, and
         # poll() and select() call them ready at once, so answer at once too.
         return trap.attempt()
-    k.park(task, trap, k.poller.unwait_task)
+    k.park(task, trap, k.poller.undo)
     return SWITCH
 
 
 def sys_recv(k: Kernel, task: Task, trap: Recv) -> Any:
     """`sys_io` for `Recv`, written out (see the module docstring)."""
     sock, fd = trap.sock, trap.fd
-    if type(sock) is not socket.socket or sock.gettimeout() != 0.0:
+    # Recv's constructor checked that this is a socket.socket, whose getblocking()
+    # says without a syscall (or a float, as gettimeout() makes) whether it may block.
+    if sock.getblocking():
         k.files.make_nonblocking(sock, fd)
     poller = k.poller
     if fd not in poller.drained:  # (the drained hint: see sys_io)
@@ -112,14 +114,14 @@ def sys_recv(k: Kernel, task: Task, trap: Recv) -> Any:
     # (`block`, written out: a request/response server parks here for every message.
     # A socket cannot get epoll's PermissionError, which only regular files do.)
     poller.wait(task, fd, sock, False)
-    k.park(task, trap, poller.unwait_task)
+    k.park(task, trap, poller.undo)
     return SWITCH
 
 
 def sys_sendall(k: Kernel, task: Task, trap: SendAll) -> Any:
     """`sys_io` for `SendAll`, written out (see the module docstring)."""
     sock = trap.sock
-    if type(sock) is not socket.socket or sock.gettimeout() != 0.0:
+    if sock.getblocking():  # (see sys_recv)
         k.files.make_nonblocking(sock, trap.fd)
     rest = trap._rest
     size = len(rest)
