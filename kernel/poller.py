@@ -320,8 +320,9 @@ class Poller:
             timeout = MAX_TIMEOUT
         watches = self._watches
         for fd, bits in self.backend.wait(timeout):
-            w = watches.get(fd)
-            if w is None:  # forgotten here, yet the OS still reports it: silence it
+            try:
+                w = watches[fd]  # (cheaper than .get() when it is there, as it nearly always is)
+            except KeyError:  # forgotten here, yet the OS still reports it: silence it
                 try:
                     self.backend.set(fd, READ | WRITE, 0)
                 except OSError:

@@ -8,7 +8,7 @@ writes a blocking-looking call, and the kernel turns it into
     2. trap.attempt()  -> done: resume the task with the result, no switch
                        -> BlockingIOError: go on
     3. park the task on (fd, direction)           (poller.py)
-    4. ... the poller reports the fd ready: `completer`'s routine calls trap.attempt()
+    4. ... the poller reports the fd ready: `complete` calls trap.attempt()
        again and wakes the task with the result or the error; if the fd
        was not really ready after all, the task simply keeps waiting.
 
@@ -143,34 +143,55 @@ def sys_sendall(k: Kernel, task: Task, trap: SendAll) -> Any:
     return None
 
 
+def complete(k: Kernel, task: Task) -> bool:
+    """The poller says ``task``'s fd is ready: retry its operation.
+
+    Returns True if the task is done waiting (woken with a result or an error).
+    """
+    trap = task.trap
+    try:
+        result = trap.attempt()
+    except BlockingIOError:
+        return False  # not ready after all: keep waiting
+    except BaseException as exc:  # the operation failed: the task hears of it
+        k.wake_exc(task, exc)
+        return True
+    if trap.reads:
+        # Remember whether the read emptied the fd (see the discussion in sys_io).
+        if (result if type(result) is int else len(result)) < trap.n:
+            k.poller.drained.add(trap.fd)
+        else:
+            k.poller.drained.discard(trap.fd)
+    k.wake(task, result)
+    return True
+
+
 def completer(k: Kernel) -> Callable[[Task], bool]:
-    """The routine the poller calls when a parked task's fd is ready: `complete`, bound
-    to ``k`` (a closure: Python calls one about twice as cheaply as a partial)."""
+    """What the poller calls when a parked task's fd is ready: `complete` for kernel
+    ``k``, as a closure (Python calls one about twice as cheaply as a partial), with
+    a `Recv` written out: the trap every server waits in."""
     drained = k.poller.drained
 
-    def complete(task: Task) -> bool:
-        """Retry ``task``'s operation. Returns True if the task is done waiting
-        (woken with a result or an error)."""
+    def complete_recv_first(task: Task) -> bool:
         trap = task.trap
-        is_recv = type(trap) is Recv  # the trap every server waits in: spelled out
+        if type(trap) is not Recv:
+            return complete(k, task)
         try:
-            result = trap.sock.recv(trap.n) if is_recv else trap.attempt()
+            data = trap.sock.recv(trap.n)
         except BlockingIOError:
-            return False  # not ready after all: keep waiting
-        except BaseException as exc:  # the operation failed: the task hears of it
+            return False
+        except BaseException as exc:
             k.wake_exc(task, exc)
             return True
-        if is_recv or trap.reads:
-            # Remember whether the read emptied the fd (see the discussion in sys_io).
-            if (result if type(result) is int else len(result)) < trap.n:
-                if trap.fd not in drained:  # (usually there already: a test is cheaper)
-                    drained.add(trap.fd)
-            else:
-                drained.discard(trap.fd)
-        k.wake(task, result)
+        if len(data) < trap.n:
+            if trap.fd not in drained:  # (usually there already: a test is cheaper)
+                drained.add(trap.fd)
+        else:
+            drained.discard(trap.fd)
+        k.wake(task, data)
         return True
 
-    return complete
+    return complete_recv_first
 
 
 def sys_close(k: Kernel, task: Task, trap: Close) -> Any:

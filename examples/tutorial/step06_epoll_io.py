@@ -284,8 +284,8 @@ def main() -> None:
 IN_YIELDOS = """
 In yieldos:
   kernel/sysio.py `sys_io` is try-first-park-second for every I/O trap (each
-  trap's `attempt`, e.g. kernel/traps.py `Recv.attempt`), and the routine
-  kernel/sysio.py `completer` makes is the retry when the fd is ready. kernel/poller.py `Poller` (`Poller.wait`,
+  trap's `attempt`, e.g. kernel/traps.py `Recv.attempt`), and `complete` is the
+  retry when the fd is ready. kernel/poller.py `Poller` (`Poller.wait`,
   `Poller.unwait`, `Poller.poll`) keeps each fd registered between waits, with
   several waiters per fd; `EpollBackend` talks to epoll and `SelectorBackend` is
   the fallback. kernel/files.py `FileTable` makes fds non-blocking and restores
