@@ -265,16 +265,13 @@ class Kernel:
                 if exc is not None:
                     value = None
                     continue
-            service = table.get(type(trap))
-            if service is None:
-                value, exc = None, bad_trap(task, trap)
-                continue
             try:
-                value = service(self, task, trap)
+                value = table[type(trap)](self, task, trap)
             except KernelPanic:
                 raise
             except BaseException as error:  # the trap failed: raise it in the task, at the trap
-                value, exc = None, error
+                # (or it was no trap: a KeyError from the table, which is not the task's)
+                value, exc = None, error if type(trap) in table else bad_trap(task, trap)
                 continue
             exc = None
             if value is SWITCH:
