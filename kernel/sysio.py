@@ -116,7 +116,13 @@ def sys_recv(k: Kernel, task: Task, trap: Recv) -> Any:
     # (`block`, written out: a request/response server parks here for every message.
     # A socket cannot get epoll's PermissionError, which only regular files do.)
     poller.wait(task, fd, sock, False)
-    k.park(task, trap, poller.undo)
+    if k._probes is not None:
+        k.park(task, trap, poller.undo)
+        return SWITCH
+    # Kernel.park, written out while no instrument listens (see `completer`).
+    task.state = BLOCKED
+    task.trap = trap
+    task.undo = poller.undo
     return SWITCH
 
 
@@ -173,12 +179,13 @@ def completer(k: Kernel) -> Callable[[Task], bool]:
     ``k``, as a closure (Python calls one about twice as cheaply as a partial), with
     a `Recv` written out: the trap every server waits in.
 
-    Discussion: for a `Recv`, the closure also writes out `Kernel.wake`, which
-    saves a Python call on every message a server receives, but only while
-    no instrument was ever installed on ``k`` (``k._probes is None``): an
-    instrument hears of wakes by shadowing ``k.wake`` (instrument.py), so an
-    instrumented kernel goes through it. tests/test_units.py checks that both
-    ways leave the task in the same state.
+    Discussion: for a `Recv`, the closure also writes out `Kernel.wake` (as
+    `sys_recv` writes out `Kernel.park`), which saves a Python call on every
+    message a server receives, but only while no instrument was ever
+    installed on ``k`` (``k._probes is None``): an instrument hears of wakes
+    and blocks by shadowing ``k.wake`` and ``k.park`` (instrument.py), so an
+    instrumented kernel goes through them. tests/test_units.py checks that
+    both ways leave the task in the same state.
     """
     drained = k.poller.drained
     push = k.runq.push

@@ -513,32 +513,39 @@ def _slots(task):
     return {name: getattr(task, name) for name in Task.__slots__ if name != "__weakref__"}
 
 
-def test_recv_completion_wakes_a_task_as_kernel_wake_does():
-    """The poller's completion routine writes Kernel.wake out for a Recv (sysio.completer):
-    it must leave the task exactly as Kernel.wake would, and queue it the same way."""
+def test_recv_parks_and_wakes_a_task_as_kernel_park_and_wake_do():
+    """sys_recv writes Kernel.park out, and the poller's completion routine Kernel.wake
+    (sysio.completer), on a kernel without instruments: each must leave the task
+    exactly as the kernel's method would."""
     from kernel import sysio
     from kernel.traps import SWITCH, Recv
+
+    def same_state(t1, t2):
+        differ = {"tid", "name", "coro", "trap"}
+        assert {n: v for n, v in _slots(t1).items() if n not in differ} == {
+            n: v for n, v in _slots(t2).items() if n not in differ
+        }
 
     a, b = socket.socketpair()
     try:
         with kernel.Kernel() as k:
-            assert k._probes is None  # the written-out path
+            assert k._probes is None  # the written-out paths
             t1, t2 = make_task(1), make_task(2)
-            for t in (t1, t2):  # both park in a recv, as sys_recv parks them
+            for t in (t1, t2):
                 k.runq.push(t)  # (as new_task would have)
                 k.runq.pop_next()
-                assert sysio.sys_recv(k, t, Recv(a, 10)) is SWITCH
-            assert t1.state is t2.state is kernel.TaskState.BLOCKED
+            trap1, trap2 = Recv(a, 10), Recv(a, 10)
+            assert sysio.sys_recv(k, t1, trap1) is SWITCH  # nothing to read: parks
+            k.poller.wait(t2, a.fileno(), a, False)
+            k.park(t2, trap2, k.poller.undo)
+            same_state(t1, t2)
+            assert (t1.trap, t2.trap) == (trap1, trap2) and t1.state is kernel.TaskState.BLOCKED
             b.send(b"x")
             assert sysio.completer(k)(t1) is True
             k.poller.unwait(t2, a.fileno(), False)
             k.wake(t2, b"x")
-            assert list(k.runq) == [t1, t2]
-            assert t1.next_value == b"x"
-            differ = {"tid", "name", "coro"}
-            assert {n: v for n, v in _slots(t1).items() if n not in differ} == {
-                n: v for n, v in _slots(t2).items() if n not in differ
-            }
+            same_state(t1, t2)
+            assert list(k.runq) == [t1, t2] and t1.next_value == b"x" and t1.trap is None
             assert a.fileno() in k.poller.drained  # a short read: the next recv waits first
             for t in (t1, t2):
                 t.coro.close()
@@ -547,11 +554,15 @@ def test_recv_completion_wakes_a_task_as_kernel_wake_does():
         b.close()
 
 
-def test_instruments_hear_every_recv_wake():
-    """An instrumented kernel's I/O completion goes through k.wake, which the probes shadow."""
+def test_instruments_hear_every_recv_block_and_wake():
+    """An instrumented kernel parks and wakes a Recv through k.park and k.wake, which the
+    probes shadow."""
     woken = []
 
     class Wakes(kernel.Instrument):
+        def block(self, task, trap):
+            woken.append(("block", task.name, type(trap).__name__))
+
         def wake(self, task):
             woken.append((task.name, type(task.trap).__name__ if task.trap else None))
 
@@ -577,6 +588,7 @@ def test_instruments_hear_every_recv_wake():
     finally:
         a.close()
         b.close()
+    assert ("block", "reader", "Recv") in woken
     assert ("result", b"hi") in woken and ("reader", None) in woken
 
 
