@@ -241,12 +241,10 @@ SERVICES: dict[type, Callable[..., Any]] = {
     for cls in (
         Read,
         Write,
-        Recv,
         RecvInto,
         RecvFrom,
         RecvFromInto,
         Send,
-        SendAll,
         SendTo,
         SendFile,
         Shutdown,
@@ -256,6 +254,6 @@ SERVICES: dict[type, Callable[..., Any]] = {
         WaitWritable,
     )
 }
-SERVICES[Recv] = sys_recv
+SERVICES[Recv] = sys_recv  # (sys_io written out for the two traps of every message)
 SERVICES[SendAll] = sys_sendall
 SERVICES[Close] = sys_close

@@ -18,7 +18,9 @@ and return what the kernel sends back. So the same trap works three ways::
 I/O traps (`IOTrap`) also carry the one non-blocking operation they stand
 for, `IOTrap.attempt`. The kernel calls it first; only if it would block
 (``BlockingIOError``) does the task wait for the fd, and when the poller says
-the fd is ready the kernel calls `attempt` again. Traps are immutable
+the fd is ready the kernel calls `attempt` again (for `Recv` and `SendAll`,
+the traps of every message, sysio.py spells the operation out instead of
+calling it, to save a Python call per message). Traps are immutable
 requests, except that `SendAll` and `Connect` record their progress in
 themselves, since they may need several attempts to complete.
 """
