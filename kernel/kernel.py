@@ -23,7 +23,6 @@ Between phases the loop watches for the three ways a run ends:
 
 from __future__ import annotations
 
-import functools
 import itertools
 import time
 from collections.abc import Hashable
@@ -208,7 +207,7 @@ class Kernel:
     def _loop(self) -> None:
         """Poll, expire timers, run the ready tasks; until no task is left."""
         runq, poller, timers, clock = self.runq, self.poller, self.timers, self.clock
-        step, complete = self._step, functools.partial(sysio.complete, self)
+        step, complete = self._step, sysio.completer(self)
         virtual = getattr(clock, "virtual", False)
         while self.tasks:
             # Phase 1: wait for I/O, only as long as nothing else can happen.
@@ -219,7 +218,7 @@ class Kernel:
                 if deadline is not None:
                     timeout = max(0.0, deadline - clock())
                     if timeout and virtual:
-                        timeout = self._idle_until(deadline)
+                        timeout = self._idle_until(deadline, complete)
                 elif poller.waiting or self.door.external or self._signals.watched:
                     timeout = None  # only I/O, another thread or a signal can wake anybody
                 else:
@@ -277,16 +276,13 @@ class Kernel:
                 if exc is not None:
                     value = None
                     continue
-            service = table.get(type(trap))
-            if service is None:
-                value, exc = None, bad_trap(task, trap)
-                continue
             try:
-                value = service(self, task, trap)
+                value = table[type(trap)](self, task, trap)
             except KernelPanic:
                 raise
             except BaseException as error:  # the trap failed: raise it in the task, at the trap
-                value, exc = None, error
+                # (or it was no trap: a KeyError from the table, which is not the task's)
+                value, exc = None, error if type(trap) in table else bad_trap(task, trap)
                 continue
             exc = None
             if value is SWITCH:
@@ -508,19 +504,16 @@ class Kernel:
             except Exception:
                 _log().exception("a function posted with call_from_thread failed: %r", fn)
 
-    def _idle_until(self, deadline: float) -> Optional[float]:
+    def _idle_until(self, deadline: float, complete: Callable[[Task], bool]) -> Optional[float]:
         """Virtual clock, nothing ready, a timer pending: jump the clock to
         ``deadline`` if nothing else can make progress (see timers.py). Returns
         how long the loop's poll may still wait (in real seconds)."""
         if self.door.external:
             return None  # a thread works for a task: time stands still until it answers
-        self.poller.poll(getattr(self.clock, "autojump", 0.0), self._complete)
+        self.poller.poll(getattr(self.clock, "autojump", 0.0), complete)
         if not self.runq and not self.attention:
             self.clock.jump_to(deadline)  # type: ignore[attr-defined]
         return 0.0
-
-    def _complete(self, task: Task) -> bool:
-        return sysio.complete(self, task)
 
     # ── The ends of a run ────────────────────────────────────────────────
 

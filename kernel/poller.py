@@ -205,6 +205,8 @@ class Poller:
         # waits for readiness instead of failing with EAGAIN first (sysio.py).
         self.drained: set[int] = set()
         self.waiting = 0  # tasks parked on fds (the kernel's own fds are not counted)
+        # The undo of every I/O wait (Kernel.park), bound once rather than at every wait.
+        self.undo: Callable[[Task], None] = self.unwait_task
 
     def _watch_for(self, fd: int, file: Any) -> Watch:
         """The watch of ``fd``, or a fresh one if the old one may belong to another file."""
@@ -253,8 +255,8 @@ class Poller:
     def wait(self, task: Task, fd: int, file: Any, writing: bool) -> None:
         """Park ``task`` until ``fd`` is readable (or writable). OSError if the fd is unusable."""
         w = self._watches.get(fd)
-        if w is None or not (  # (the test of _watch_for, inlined for the common case)
-            w.readers or w.writers or w.callback or (w.owner is not None and w.owner() is file)
+        if w is None or not (  # (the test of _watch_for, inlined, the usual case first)
+            (w.owner is not None and w.owner() is file) or w.readers or w.writers or w.callback
         ):
             w = self._watch_for(fd, file)
         bit = WRITE if writing else READ
@@ -324,8 +326,9 @@ class Poller:
             timeout = MAX_TIMEOUT
         watches = self._watches
         for fd, bits in self.backend.wait(timeout):
-            w = watches.get(fd)
-            if w is None:  # forgotten here, yet the OS still reports it: silence it
+            try:
+                w = watches[fd]  # (cheaper than .get() when it is there, as it nearly always is)
+            except KeyError:  # forgotten here, yet the OS still reports it: silence it
                 try:
                     self.backend.set(fd, READ | WRITE, 0)
                 except OSError:

@@ -14,6 +14,12 @@ writes a blocking-looking call, and the kernel turns it into
 
 Errors from the operation (``ECONNRESET``, ``EPIPE``, ``EBADF``...) are the
 task's: they are raised in the task at its trap.
+
+`sys_io` serves every I/O trap this way. `Recv` and `SendAll`, the two traps
+of every request/response loop, have their own copies of it, `sys_recv` and
+`sys_sendall`, with the trap's operation and the flag tests written out: a
+Python call costs about as much as a dozen lines of plain code, and a server
+makes these two traps for every message.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any, Callable
 
-from .task import Task
+from .task import Task, TaskState
 from .traps import (
+    SEND_CHUNK,
     SWITCH,
     Accept,
     Close,
@@ -48,13 +55,15 @@ from .traps import (
 if TYPE_CHECKING:
     from .kernel import Kernel
 
+READY, BLOCKED = TaskState.READY, TaskState.BLOCKED
+
 
 def sys_io(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
     if trap.try_first:
         file = trap.file
-        # A plain socket already non-blocking (timeout 0.0) needs nothing: checked
-        # here, without a call, because it is the case of every message of a server.
-        if type(file) is not socket.socket or file.gettimeout() != 0.0:
+        # A plain socket already non-blocking needs nothing: checked here, without a
+        # syscall, because it is the case of every message of a server.
+        if type(file) is not socket.socket or file.getblocking():
             k.files.make_nonblocking(file, trap.fd)
         # Discussion: a read that came back short has almost surely emptied the
         # buffer, and trying again now would only fail with EAGAIN: a wasted
@@ -72,14 +81,74 @@ def sys_io(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
                 if reads and (result if type(result) is int else len(result)) < trap.n:
                     k.poller.drained.add(trap.fd)  # probably emptied: see above
                 return result
+    return block(k, task, trap)
+
+
+def block(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
+    """Park ``task`` until its trap's fd is ready (the second half of `sys_io`)."""
     try:
         k.poller.wait(task, trap.fd, trap.file, trap.writing)  # OSError for an unusable fd
     except PermissionError:
         # epoll refuses regular files and directories: they never block, and
         # poll() and select() call them ready at once, so answer at once too.
         return trap.attempt()
-    k.park(task, trap, k.poller.unwait_task)
+    k.park(task, trap, k.poller.undo)
     return SWITCH
+
+
+def sys_recv(k: Kernel, task: Task, trap: Recv) -> Any:
+    """`sys_io` for `Recv`, written out (see the module docstring)."""
+    sock, fd = trap.sock, trap.fd
+    # Recv's constructor checked that this is a socket.socket, whose getblocking()
+    # says without a syscall (or a float, as gettimeout() makes) whether it may block.
+    if sock.getblocking():
+        k.files.make_nonblocking(sock, fd)
+    poller = k.poller
+    if fd not in poller.drained:  # (the drained hint: see sys_io)
+        try:
+            data = sock.recv(trap.n)
+        except BlockingIOError:
+            pass
+        else:
+            if len(data) < trap.n:
+                poller.drained.add(fd)
+            return data
+    # (`block`, written out: a request/response server parks here for every message.
+    # A socket cannot get epoll's PermissionError, which only regular files do.)
+    poller.wait(task, fd, sock, False)
+    if k._probes is not None:
+        k.park(task, trap, poller.undo)
+        return SWITCH
+    # Kernel.park, written out while no instrument listens (see `completer`).
+    task.state = BLOCKED
+    task.trap = trap
+    task.undo = poller.undo
+    return SWITCH
+
+
+def sys_sendall(k: Kernel, task: Task, trap: SendAll) -> Any:
+    """`sys_io` for `SendAll`, written out (see the module docstring)."""
+    sock = trap.sock
+    if sock.getblocking():  # (see sys_recv)
+        k.files.make_nonblocking(sock, trap.fd)
+    rest = trap._rest
+    size = len(rest)
+    if 0 < size <= SEND_CHUNK:
+        # The usual case, spelled out: one send takes it all (what SendAll.attempt
+        # would do first).
+        try:
+            sent = sock.send(rest)
+        except BlockingIOError:
+            return block(k, task, trap)  # the socket's buffer is full: wait for room
+        if sent == size:
+            trap._rest = b""
+            return None
+        trap._rest = memoryview(rest)[sent:]  # the rest, as a view: no copy
+    try:
+        trap.attempt()
+    except BlockingIOError:
+        return block(k, task, trap)
+    return None
 
 
 def complete(k: Kernel, task: Task) -> bool:
@@ -105,6 +174,52 @@ def complete(k: Kernel, task: Task) -> bool:
     return True
 
 
+def completer(k: Kernel) -> Callable[[Task], bool]:
+    """What the poller calls when a parked task's fd is ready: `complete` for kernel
+    ``k``, as a closure (Python calls one about twice as cheaply as a partial), with
+    a `Recv` written out: the trap every server waits in.
+
+    Discussion: for a `Recv`, the closure also writes out `Kernel.wake` (as
+    `sys_recv` writes out `Kernel.park`), which saves a Python call on every
+    message a server receives, but only while no instrument was ever
+    installed on ``k`` (``k._probes is None``): an instrument hears of wakes
+    and blocks by shadowing ``k.wake`` and ``k.park`` (instrument.py), so an
+    instrumented kernel goes through them. tests/test_units.py checks that
+    both ways leave the task in the same state.
+    """
+    drained = k.poller.drained
+    push = k.runq.push
+
+    def complete_recv_first(task: Task) -> bool:
+        trap = task.trap
+        if type(trap) is not Recv:
+            return complete(k, task)
+        try:
+            data = trap.sock.recv(trap.n)
+        except BlockingIOError:
+            return False
+        except BaseException as exc:
+            k.wake_exc(task, exc)
+            return True
+        if len(data) < trap.n:
+            if trap.fd not in drained:  # (usually there already: a test is cheaper)
+                drained.add(trap.fd)
+        else:
+            drained.discard(trap.fd)
+        if k._probes is not None:
+            k.wake(task, data)
+            return True
+        # Kernel.wake, written out (see the discussion above).
+        assert task.state is BLOCKED, f"kernel bug: waking {task!r}"
+        task.trap = task.undo = None
+        task.state = READY
+        task.next_value = data
+        push(task)
+        return True
+
+    return complete_recv_first
+
+
 def sys_close(k: Kernel, task: Task, trap: Close) -> Any:
     close_file(k, trap.file, trap.fd)
     return None
@@ -126,12 +241,10 @@ SERVICES: dict[type, Callable[..., Any]] = {
     for cls in (
         Read,
         Write,
-        Recv,
         RecvInto,
         RecvFrom,
         RecvFromInto,
         Send,
-        SendAll,
         SendTo,
         SendFile,
         Shutdown,
@@ -141,4 +254,6 @@ SERVICES: dict[type, Callable[..., Any]] = {
         WaitWritable,
     )
 }
+SERVICES[Recv] = sys_recv  # (sys_io written out for the two traps of every message)
+SERVICES[SendAll] = sys_sendall
 SERVICES[Close] = sys_close

@@ -18,7 +18,9 @@ and return what the kernel sends back. So the same trap works three ways::
 I/O traps (`IOTrap`) also carry the one non-blocking operation they stand
 for, `IOTrap.attempt`. The kernel calls it first; only if it would block
 (``BlockingIOError``) does the task wait for the fd, and when the poller says
-the fd is ready the kernel calls `attempt` again. Traps are immutable
+the fd is ready the kernel calls `attempt` again (for `Recv` and `SendAll`,
+the traps of every message, sysio.py spells the operation out instead of
+calling it, to save a Python call per message). Traps are immutable
 requests, except that `SendAll` and `Connect` record their progress in
 themselves, since they may need several attempts to complete.
 """
@@ -373,7 +375,11 @@ class SocketTrap(IOTrap[T]):
 
 
 class Recv(SocketTrap[bytes]):
-    """``sock.recv(n)``: up to ``n`` bytes; ``b''`` when the peer has closed."""
+    """Receive up to ``n`` bytes, as ``sock.recv(n)``; ``b''`` means the peer closed its side.
+
+    (This class is also the system call: ``syscalls.recv`` *is* `Recv`, so a
+    server pays no stub function per message.)
+    """
 
     __slots__ = ("n",)
     reads = True
@@ -394,13 +400,21 @@ class Recv(SocketTrap[bytes]):
 
 
 class Send(SocketTrap[int]):
-    """``sock.send(data)``: returns how many bytes were sent."""
+    """Send what fits of ``data`` now, as ``sock.send(data)`` (waiting for room if none);
+    the result is the count sent. (Also the system call ``syscalls.send``.)"""
 
     __slots__ = ("data",)
     writing = True
 
     def __init__(self, sock: socket.socket, data: Buffer) -> None:
-        super().__init__(sock)
+        # SocketTrap.__init__ inlined (see there): a hot path.
+        if not isinstance(sock, socket.socket):
+            raise TypeError(f"expected a socket.socket, not {type(sock).__name__}")
+        fd = sock.fileno()
+        if fd < 0:
+            raise _closed(sock)
+        self.file = self.sock = sock
+        self.fd = fd
         self.data = data
 
     def attempt(self) -> int:
@@ -412,7 +426,12 @@ SEND_CHUNK = 1 << 18
 
 
 class SendAll(SocketTrap[None]):
-    """Send every byte of ``data``, waiting for buffer space as often as needed."""
+    """Send all of ``data``, waiting for buffer space as often as needed.
+
+    If it is interrupted (killed, or the connection fails), part of the data
+    may have been sent; the trap's ``remaining`` says how much was not. (Also
+    the system call ``syscalls.sendall``.)
+    """
 
     __slots__ = ("_rest",)
     writing = True

@@ -304,6 +304,15 @@ def wait_writable(fd: FileLike) -> WaitWritable:
 
 
 # ── I/O: sockets ─────────────────────────────────────────────────────────
+#
+# The three calls of every request/response loop are the trap classes themselves,
+# not functions that build one: calling the class builds the trap directly, and
+# a server saves a Python call per message on each (their docstrings are the
+# classes'). The others are plain stubs, which cost one call more.
+
+recv = Recv
+send = Send
+sendall = SendAll
 
 
 def accept(sock: socket.socket) -> Accept:
@@ -322,16 +331,6 @@ def connect(sock: socket.socket, address: Any) -> Connect:
     blocking resolver.
     """
     return Connect(sock, address)
-
-
-def recv(sock: socket.socket, n: int) -> Recv:
-    """Receive up to ``n`` bytes; ``b''`` means the peer closed its side."""
-    return Recv(sock, n)
-
-
-def send(sock: socket.socket, data: Buffer) -> Send:
-    """Send what fits of ``data`` now (waiting for room if none); the result is the count sent."""
-    return Send(sock, data)
 
 
 def recv_into(sock: socket.socket, buffer: Any, nbytes: int = 0) -> RecvInto:
@@ -377,15 +376,6 @@ def close(file: FileLike) -> Close:
     Prefer it to ``sock.close()`` whenever another task may be waiting on the fd.
     """
     return Close(file)
-
-
-def sendall(sock: socket.socket, data: Buffer) -> SendAll:
-    """Send all of ``data``, waiting for buffer space as often as needed.
-
-    If it is interrupted (killed, or the connection fails), part of the data
-    may have been sent; the trap's ``remaining`` says how much was not.
-    """
-    return SendAll(sock, data)
 
 
 # ── Libraries built from the traps above ─────────────────────────────────

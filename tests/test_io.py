@@ -430,6 +430,35 @@ def test_two_tasks_wait_on_same_fd_for_read_and_write(poller):
         _close_all(a, b)
 
 
+def test_two_receivers_on_one_socket_take_messages_in_turn(poller):
+    """The poller serves an fd's readers first come, first served: when the first one's
+    recv empties the socket, the second's retry would block, and it keeps waiting."""
+    a, b = socket.socketpair()
+    got = []
+    try:
+
+        def receiver(name):
+            got.append((name, (yield recv(a, 100))))
+
+        def main():
+            r1 = yield spawn(receiver, "r1")
+            r2 = yield spawn(receiver, "r2")
+            yield sched_yield()  # both have run: both are parked on a, r1 first
+            assert r1.state is r2.state is TaskState.BLOCKED
+            b.send(b"one")
+            yield sched_yield()  # next pass: the poller wakes r1 (queued after main)
+            yield sched_yield()  # ... which has run by the pass after
+            assert got == [("r1", b"one")] and r2.state is TaskState.BLOCKED
+            b.send(b"two")
+            yield join(r1)
+            yield join(r2)
+
+        run(main, poller=poller)
+        assert got == [("r1", b"one"), ("r2", b"two")]
+    finally:
+        _close_all(a, b)
+
+
 def test_recv_on_never_nonblocking_socket_does_not_block_kernel(poller):
     a, b = socket.socketpair()
     assert a.getblocking()

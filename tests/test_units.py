@@ -285,6 +285,29 @@ def test_system_exit_in_a_task_stops_the_program():
     assert trace == ["main-cleanup"]
 
 
+def test_a_services_own_key_error_is_the_tasks_not_a_bad_trap(monkeypatch):
+    """_step finds the service with table[type(trap)] inside the service's try: a
+    KeyError there means "no trap" only when the trap's type is not in the table."""
+    from kernel import syscall
+    from kernel.traps import Trap
+
+    class Lookup(Trap[None]):
+        __slots__ = ()
+
+    def sys_lookup(k, task, trap):
+        return {}["missing"]
+
+    monkeypatch.setitem(syscall.TRAP_TABLE, Lookup, sys_lookup)
+
+    def main():
+        try:
+            yield Lookup()
+        except KeyError as exc:
+            return repr(exc)
+
+    assert run(main) == "KeyError('missing')"
+
+
 def test_kernel_panic_aborts_and_closes_every_task(monkeypatch):
     trace = []
 
@@ -494,6 +517,89 @@ def test_short_read_makes_the_next_read_wait_instead_of_failing_with_eagain():
         server_side.close()
         b.close()
     assert 51 <= CountingSocket.recv_calls <= 53  # 50 messages and the EOF
+
+
+def _slots(task):
+    return {name: getattr(task, name) for name in Task.__slots__ if name != "__weakref__"}
+
+
+def test_recv_parks_and_wakes_a_task_as_kernel_park_and_wake_do():
+    """sys_recv writes Kernel.park out, and the poller's completion routine Kernel.wake
+    (sysio.completer), on a kernel without instruments: each must leave the task
+    exactly as the kernel's method would."""
+    from kernel import sysio
+    from kernel.traps import SWITCH, Recv
+
+    def same_state(t1, t2):
+        differ = {"tid", "name", "coro", "trap"}
+        assert {n: v for n, v in _slots(t1).items() if n not in differ} == {
+            n: v for n, v in _slots(t2).items() if n not in differ
+        }
+
+    a, b = socket.socketpair()
+    try:
+        with kernel.Kernel() as k:
+            assert k._probes is None  # the written-out paths
+            t1, t2 = make_task(1), make_task(2)
+            for t in (t1, t2):
+                k.runq.push(t)  # (as new_task would have)
+                k.runq.pop_next()
+            trap1, trap2 = Recv(a, 10), Recv(a, 10)
+            assert sysio.sys_recv(k, t1, trap1) is SWITCH  # nothing to read: parks
+            k.poller.wait(t2, a.fileno(), a, False)
+            k.park(t2, trap2, k.poller.undo)
+            same_state(t1, t2)
+            assert (t1.trap, t2.trap) == (trap1, trap2) and t1.state is kernel.TaskState.BLOCKED
+            b.send(b"x")
+            assert sysio.completer(k)(t1) is True
+            k.poller.unwait(t2, a.fileno(), False)
+            k.wake(t2, b"x")
+            same_state(t1, t2)
+            assert list(k.runq) == [t1, t2] and t1.next_value == b"x" and t1.trap is None
+            assert a.fileno() in k.poller.drained  # a short read: the next recv waits first
+            for t in (t1, t2):
+                t.coro.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_instruments_hear_every_recv_block_and_wake():
+    """An instrumented kernel parks and wakes a Recv through k.park and k.wake, which the
+    probes shadow."""
+    woken = []
+
+    class Wakes(kernel.Instrument):
+        def block(self, task, trap):
+            woken.append(("block", task.name, type(trap).__name__))
+
+        def wake(self, task):
+            woken.append((task.name, type(task.trap).__name__ if task.trap else None))
+
+        def trap_result(self, task, trap, value, error):
+            if type(trap).__name__ == "Recv":
+                woken.append(("result", value))
+
+    a, b = socket.socketpair()
+
+    def reader():
+        return (yield recv(a, 10))
+
+    def main():
+        t = yield spawn(reader)
+        yield sleep(0.001)  # reader parks in its recv
+        b.send(b"hi")
+        return (yield join(t))
+
+    try:
+        with kernel.Kernel() as k:
+            k.add_instrument(Wakes())
+            assert k.run(main) == b"hi"
+    finally:
+        a.close()
+        b.close()
+    assert ("block", "reader", "Recv") in woken
+    assert ("result", b"hi") in woken and ("reader", None) in woken
 
 
 def test_task_spawned_during_shutdown_never_runs():

@@ -104,9 +104,11 @@ In yieldos:
   examples/echo_server.py is the full server (with --selftest N clients).
   syscalls/__init__.py `accept`, `recv`, `sendall`, `connect` build the traps of
   kernel/traps.py (`Accept`, `Recv`, `SendAll`, `Connect`), all served by
-  kernel/sysio.py `sys_io`; kernel/kernel.py `Kernel.run` kills what is left when
-  main returns (`Kernel._stop`), and the trap's `__await__` in kernel/traps.py
-  `Trap` is what makes `await recv(...)` the same trap as `yield recv(...)`."""
+  kernel/sysio.py `sys_io` (written out for the two of every message, as
+  kernel/sysio.py `sys_recv` and `sys_sendall`); kernel/kernel.py
+  `Kernel.run` kills what is left when main returns (`Kernel._stop`), and the
+  trap's `__await__` in kernel/traps.py `Trap` is what makes `await recv(...)`
+  the same trap as `yield recv(...)`."""
 
 if __name__ == "__main__":
     run()
