@@ -531,7 +531,7 @@ def test_recv_parks_and_wakes_a_task_as_kernel_park_and_wake_do():
     from kernel.traps import SWITCH, Recv
 
     def same_state(t1, t2):
-        differ = {"tid", "name", "coro", "trap"}
+        differ = {"tid", "_name", "coro", "trap"}
         assert {n: v for n, v in _slots(t1).items() if n not in differ} == {
             n: v for n, v in _slots(t2).items() if n not in differ
         }
