@@ -24,9 +24,9 @@ makes these two traps for every message.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
-import socket
 from typing import TYPE_CHECKING, Any, Callable
 
 from .task import Task, TaskState
@@ -63,7 +63,7 @@ def sys_io(k: Kernel, task: Task, trap: IOTrap[Any]) -> Any:
         file = trap.file
         # A plain socket already non-blocking needs nothing: checked here, without a
         # syscall, because it is the case of every message of a server.
-        if type(file) is not socket.socket or file.getblocking():
+        if not isinstance(file, _socket.socket) or file.getblocking():
             k.files.make_nonblocking(file, trap.fd)
         # Discussion: a read that came back short has almost surely emptied the
         # buffer, and trying again now would only fail with EAGAIN: a wasted

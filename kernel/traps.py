@@ -27,15 +27,22 @@ themselves, since they may need several attempts to complete.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import operator
 import os
-import socket
 import types
 from collections.abc import Hashable
-from typing import Any, Callable, Generator, Generic, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Generator, Generic, Optional, TypeVar, Union
 
 from .task import DEFAULT_TICKETS, Coro, Task
+
+if TYPE_CHECKING:
+    import socket
+
+# Sockets are recognised by ``_socket.socket``, the C type every `socket.socket` (and
+# `ssl.SSLSocket`) is made from: importing the socket module itself costs milliseconds,
+# which a program that never opens one should not pay (see files.py).
 
 T = TypeVar("T")
 
@@ -365,7 +372,7 @@ class SocketTrap(IOTrap[T]):
     def __init__(self, sock: socket.socket) -> None:
         # (IOTrap.__init__ and fileno() spelled out: a server makes two socket traps
         # per message, and each Python call saved here shows in its CPU per message.)
-        if not isinstance(sock, socket.socket):
+        if not isinstance(sock, _socket.socket):
             raise TypeError(f"expected a socket.socket, not {type(sock).__name__}")
         fd = sock.fileno()
         if fd < 0:
@@ -386,7 +393,7 @@ class Recv(SocketTrap[bytes]):
 
     def __init__(self, sock: socket.socket, n: int) -> None:
         # SocketTrap.__init__ inlined (see there): this is every server's hot path.
-        if not isinstance(sock, socket.socket):
+        if not isinstance(sock, _socket.socket):
             raise TypeError(f"expected a socket.socket, not {type(sock).__name__}")
         fd = sock.fileno()
         if fd < 0:
@@ -408,7 +415,7 @@ class Send(SocketTrap[int]):
 
     def __init__(self, sock: socket.socket, data: Buffer) -> None:
         # SocketTrap.__init__ inlined (see there): a hot path.
-        if not isinstance(sock, socket.socket):
+        if not isinstance(sock, _socket.socket):
             raise TypeError(f"expected a socket.socket, not {type(sock).__name__}")
         fd = sock.fileno()
         if fd < 0:
@@ -438,7 +445,7 @@ class SendAll(SocketTrap[None]):
 
     def __init__(self, sock: socket.socket, data: Buffer) -> None:
         # SocketTrap.__init__ inlined (see there): this is every server's hot path.
-        if not isinstance(sock, socket.socket):
+        if not isinstance(sock, _socket.socket):
             raise TypeError(f"expected a socket.socket, not {type(sock).__name__}")
         fd = sock.fileno()
         if fd < 0:
@@ -589,7 +596,7 @@ class Close(Trap[None]):
         self.fd = fileno(file)
 
 
-class Accept(SocketTrap[tuple[socket.socket, Any]]):
+class Accept(SocketTrap["tuple[socket.socket, Any]"]):
     """``sock.accept()``: a new connection ``(conn, address)``; ``conn`` is non-blocking."""
 
     __slots__ = ()
@@ -615,7 +622,7 @@ class Connect(SocketTrap[None]):
         if self._started:
             # The connection attempt has finished (the socket became writable):
             # SO_ERROR says how it ended.
-            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            err = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
         else:
             err = self.sock.connect_ex(self.address)
             # EAGAIN (a Unix socket's full backlog) means "try connect again later".

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import socket
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar
 
@@ -61,6 +60,8 @@ from kernel.traps import (
 )
 
 if TYPE_CHECKING:
+    import socket  # (annotations only: the module is imported by whoever makes a socket)
+
     from typing_extensions import ParamSpec
 
     P = ParamSpec("P")
