@@ -31,7 +31,7 @@ import     ``import kernel, syscalls`` in a fresh interpreter vs ``import asynci
 echo       redis-benchmark against each runtime's server (see echo.py): ping
            and 64 B / 16 KiB ECHO, 10 and 1,000 connections: msgs/s,
            p50/p99 latency, server user (and system) CPU per message
-syscalls   strace -c on each server: syscalls per echoed message
+syscalls   strace -c on each server: syscalls per echoed message (steady state)
 http       wrk against examples/http_server.py (yieldos only: no peer has it)
 =========  ==================================================================
 
@@ -554,7 +554,8 @@ def render(suite: Suite) -> list[str]:
         out += [
             "",
             f"### syscalls per echoed message: strace -c -f -p SERVER, ping_inline,"
-            f" 10 connections, {spec['syscall_requests']:,} messages",
+            f" 10 connections, steady state: loads of {spec['syscall_requests']:,} and"
+            f" {spec['syscall_requests'] // 10:,} messages, difference over difference",
             "",
         ]
         body = [
