@@ -7,11 +7,21 @@ waited for. ``wait_on(chan)`` parks the running task on it;
 ``wakeup(chan, n)`` makes up to ``n`` of the tasks parked on it ready, the
 longest-waiting first, and says how many it woke.
 
-A wakeup is not a message: the woken task resumes from ``wait_on`` with
-``None`` and must look again at the state it waited for, exactly as in
+A plain wakeup is not a message: the woken task resumes from ``wait_on``
+with ``None`` and must look again at the state it waited for, exactly as in
 xv6, where ``sleep`` is always called in a loop. A primitive that wants
 strict first-come-first-served hand-off gives each waiter a channel of its
 own and decides, before waking it, what that waiter gets.
+
+A wakeup may also *carry* the outcome, as a pipe's writer copies its bytes
+straight into a blocked reader's buffer: ``wakeup(chan, 1, value)`` resumes
+the oldest waiter with ``value`` as the result of its ``wait_on``, and
+``wakeup(chan, n, error=E)`` raises ``E()`` in each woken task. The waker
+has then done the waiter's work for it (given it the item, the lock, the
+permit), so the waiter has nothing to look at again. This *direct
+hand-off* is fair by construction: the channel's FIFO order is the order
+of service, and a task that arrives later cannot barge in between the
+wakeup and the waiter's resumption.
 
 Each channel's waiters are kept in a dict used as an ordered set: FIFO
 order for wakeup, and O(1) removal when a waiter is killed or times out
@@ -50,6 +60,17 @@ class WaitChannels:
         """`remove` for a task parked by the `wait_on` trap (its undo): the channel is
         its trap's."""
         self.remove(task.trap.channel, task)
+
+    def pop(self, channel: Hashable) -> Task | None:
+        """Remove and return the task parked longest on ``channel`` (None if none is)."""
+        queue = self._waiters.get(channel)
+        if queue is None:
+            return None
+        task = next(iter(queue))  # the first key: the oldest waiter
+        del queue[task]
+        if not queue:
+            del self._waiters[channel]
+        return task
 
     def take(self, channel: Hashable, n: int | None) -> list[Task]:
         """Remove and return up to ``n`` (None: all) tasks parked on ``channel``, oldest first."""

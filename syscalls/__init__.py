@@ -204,9 +204,29 @@ def wait_on(channel: Hashable) -> WaitOn:
     return WaitOn(channel)
 
 
-def wakeup(channel: Hashable, n: Optional[int] = None) -> int:
+def wakeup(
+    channel: Hashable,
+    n: Optional[int] = None,
+    value: Any = None,
+    *,
+    error: Optional[Callable[[], BaseException]] = None,
+) -> int:
     """Make up to ``n`` (default: all) tasks parked on ``channel`` ready, longest-waiting
     first; return how many were woken.
+
+    Each woken task's ``wait_on`` returns ``value`` (None by default). With
+    ``error`` (an exception class, or a function of no arguments that makes an
+    exception), each woken task raises ``error()`` there instead: one exception
+    object per task, as each gets its own traceback. A value or an error is a
+    *direct hand-off*: the waker has done the waiter's work (given it the item,
+    or the bad news), so the waiter need not look again (see kernel/wait.py)::
+
+        if wakeup(getters, 1, item):  # the oldest getter got it: its wait returns item
+            return
+        wakeup(getters, error=QueueClosed)  # every getter raises QueueClosed
+
+    A return of 1 from ``wakeup(chan, 1, value)`` means a task *has* the value:
+    a task killed or timed out while it waited has already left the channel.
 
     It never blocks, so it is a plain call, not a trap (no ``yield``): it can
     be used from methods such as ``Event.set()`` or ``Queue.put_nowait()``.
@@ -214,7 +234,15 @@ def wakeup(channel: Hashable, n: Optional[int] = None) -> int:
     """
     if n is not None and n < 0:
         raise ValueError(f"wakeup: n must be None or >= 0, not {n}")
-    return current_kernel().wakeup(channel, n)
+    if error is not None:
+        if isinstance(error, BaseException):
+            raise TypeError(
+                "wakeup: error must be an exception class or a function that makes one"
+                f" (each woken task raises its own), not the exception {error!r}"
+            )
+        if value is not None:
+            raise TypeError("wakeup: give the woken tasks a value or an error, not both")
+    return current_kernel().wakeup(channel, n, value, error)
 
 
 def current_task() -> Task:

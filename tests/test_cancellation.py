@@ -103,6 +103,86 @@ def test_wait_on_rejects_unhashable_and_wakeup_rejects_negative():
     run(main)
 
 
+def test_wakeup_hands_a_value_to_the_oldest_waiters():
+    trace = []
+
+    def sleeper(i):
+        got = yield wait_on("chan")
+        trace.append((i, got))
+
+    def main():
+        for i in range(4):
+            yield spawn(sleeper, i)
+        yield sched_yield()
+        assert wakeup("chan", 1, "first") == 1
+        assert wakeup("chan", 2, ["shared"]) == 2
+        assert wakeup("chan", 1, "nobody") == 1
+        assert wakeup("chan", 1, "nobody left") == 0
+        yield sched_yield()
+
+    run(main)
+    assert trace == [(0, "first"), (1, ["shared"]), (2, ["shared"]), (3, "nobody")]
+
+
+def test_wakeup_error_raises_a_new_exception_in_each_woken_task():
+    caught = []
+
+    def sleeper():
+        try:
+            yield wait_on("chan")
+        except LookupError as exc:
+            caught.append(exc)
+
+    def main():
+        for _ in range(3):
+            yield spawn(sleeper)
+        yield sched_yield()
+        assert wakeup("chan", 2, error=KeyError) == 2
+        assert wakeup("chan", error=lambda: IndexError("closed")) == 1
+        yield sched_yield()
+
+    run(main)
+    assert [type(e) for e in caught] == [KeyError, KeyError, IndexError]
+    assert caught[0] is not caught[1] and str(caught[2]) == "closed"
+
+
+def test_wakeup_rejects_a_shared_exception_or_a_value_with_an_error():
+    def main():
+        with pytest.raises(TypeError, match="each woken task raises its own"):
+            wakeup("c", error=KeyError("one object for all"))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not both"):
+            wakeup("c", 1, "value", error=KeyError)
+        yield sched_yield()
+
+    run(main)
+
+
+def test_a_handed_value_is_kept_by_a_task_killed_after_the_wakeup():
+    """The hand-off rule: once wakeup returned 1 the task has the value; a kill that
+    follows is raised at its next trap. A task killed before it was woken gets nothing."""
+    trace = []
+
+    def sleeper(name):
+        try:
+            got = yield wait_on("chan")
+            trace.append(f"{name} got {got}")
+            yield sched_yield()
+            trace.append(f"{name} not killed?")
+        except kernel.Cancelled:
+            trace.append(f"{name} cancelled")
+
+    def main():
+        a = yield spawn(sleeper, "a")
+        b = yield spawn(sleeper, "b")
+        yield sched_yield()
+        yield kill(a)  # a leaves the channel while still parked: it was handed nothing
+        assert wakeup("chan", 1, "x") == 1  # so b, the next, gets x
+        yield kill(b)
+
+    run(main)
+    assert trace == ["a cancelled", "b got x", "b cancelled"]
+
+
 def test_plain_calls_outside_a_kernel_say_so():
     with pytest.raises(RuntimeError, match="no yieldos kernel"):
         wakeup("c")

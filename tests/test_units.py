@@ -15,6 +15,7 @@ from kernel.poller import READ, WRITE, Poller
 from kernel.scheduler import RunQueue
 from kernel.task import Task
 from kernel.timers import TimerQueue
+from kernel.wait import WaitChannels
 from syscalls import join, kill, read, recv, sendall, sleep, spawn, wait_readable
 
 
@@ -70,6 +71,22 @@ def test_run_queue_is_fifo():
     assert not rq
     for t in tasks:
         t.coro.close()
+
+
+# ── wait channels ────────────────────────────────────────────────────────
+
+
+def test_wait_channels_pop_the_oldest_and_forget_empty_channels():
+    chans = WaitChannels()
+    a, b, c = make_task(1), make_task(2), make_task(3)
+    for task in (a, b, c):
+        chans.sleep_on("x", task)
+    chans.remove("x", b)
+    assert chans.pop("x") is a
+    assert chans.waiting("x") == 1
+    assert chans.pop("x") is c
+    assert chans.pop("x") is None and chans.waiting("x") == 0
+    assert chans._waiters == {}  # no empty queue is kept for a channel nobody waits on
 
 
 # ── poller ───────────────────────────────────────────────────────────────
