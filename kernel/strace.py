@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO
 from .instrument import Instrument
 from .syscall import TRAP_TABLE
 from .task import DEFAULT_TICKETS, Task, TaskState
-from .traps import Join, Kill, Operation, SendAll, SendFile, Shutdown, Spawn
+from .traps import Join, Kill, Operation, SendAll, SendFile, Shutdown, Spawn, WaitOn
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -168,6 +168,8 @@ def call_args(trap: Any) -> list[str]:
     if isinstance(trap, SendFile):
         count = trap._left
         return [f"fd={trap.fd}", f"in_fd={trap.in_fd}", str(trap.offset), short(count)]
+    if isinstance(trap, WaitOn):  # the attempt of a conditional wait, by its name
+        return [short(trap.channel)] + ([] if trap.attempt is None else [short(trap.attempt)])
     if isinstance(trap, Shutdown):
         how = {socket.SHUT_RD: "SHUT_RD", socket.SHUT_WR: "SHUT_WR", socket.SHUT_RDWR: "SHUT_RDWR"}
         return [f"fd={trap.fd}", how.get(trap.how, str(trap.how))]

@@ -16,7 +16,19 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .scopes import next_cancellation
 from .task import Task, TaskState
-from .traps import CALL, SWITCH, GetTid, Join, Kill, Operation, SchedYield, Sleep, Spawn, WaitOn
+from .traps import (
+    CALL,
+    SWITCH,
+    WOULD_BLOCK,
+    GetTid,
+    Join,
+    Kill,
+    Operation,
+    SchedYield,
+    Sleep,
+    Spawn,
+    WaitOn,
+)
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -94,7 +106,12 @@ def _wait_for_exit(k: Kernel, task: Task, trap: Any, target: Task) -> None:
     k.park(task, trap, target.exit_waiters.remove)  # undo(task): off the exit waiters
 
 
-def sys_wait_on(k: Kernel, task: Task, trap: WaitOn) -> Any:
+def sys_wait_on(k: Kernel, task: Task, trap: WaitOn[Any]) -> Any:
+    attempt = trap.attempt
+    if attempt is not None:  # a conditional wait: park only if the attempt says so
+        result = attempt()
+        if result is not WOULD_BLOCK:
+            return result
     k.channels.sleep_on(trap.channel, task)
     k.park(task, trap, k.channels.unpark)
     return SWITCH

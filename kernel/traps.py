@@ -149,14 +149,39 @@ class Sleep(Trap[None]):
         self.seconds = seconds
 
 
-class WaitOn(Trap[None]):
-    """Park on a wait channel until a `wakeup` names it (see wait.py)."""
+class _WouldBlock:
+    def __repr__(self) -> str:
+        return "WOULD_BLOCK"
 
-    __slots__ = ("channel",)
 
-    def __init__(self, channel: Hashable) -> None:
+#: What an *attempt* returns when its operation cannot complete without waiting
+#: (`WaitOn`, `TryOperation`): the ``EWOULDBLOCK`` of the operations built in
+#: syscalls. A sentinel, not an exception as `IOTrap.attempt` raises, because
+#: for a queue's getter waiting is the common case, and raising is slow.
+WOULD_BLOCK: Any = _WouldBlock()
+
+
+class WaitOn(Trap[T]):
+    """Park on a wait channel until a `wakeup` names it (see wait.py); the result is
+    the value the wakeup hands over (None for a plain wakeup).
+
+    With an ``attempt``, the wait is *conditional*, as Linux's
+    ``futex(FUTEX_WAIT)`` is: the kernel first calls ``attempt()``, and only if
+    it returns `WOULD_BLOCK` does the task park, in the same step, so that no
+    wakeup can come between the look and the sleep. Any other result (or
+    exception) of the attempt is the trap's at once. The attempt runs in the
+    kernel on the task's behalf: it must not block, and when it answers
+    WOULD_BLOCK it must have changed nothing. With a wakeup that hands over
+    the result, a whole blocking operation is then one trap, without a
+    subroutine (see `syscalls.wait_on`).
+    """
+
+    __slots__ = ("channel", "attempt")
+
+    def __init__(self, channel: Hashable, attempt: Optional[Callable[[], T]] = None) -> None:
         hash(channel)  # TypeError here, in the caller, for an unhashable channel
         self.channel = channel
+        self.attempt = attempt
 
 
 class Operation(Trap[T]):

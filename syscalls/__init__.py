@@ -24,7 +24,7 @@ import functools
 import importlib
 import socket
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar, overload
 
 from kernel.scopes import CancelScope, current_kernel
 from kernel.task import DEFAULT_TICKETS, Task
@@ -194,14 +194,50 @@ def clock() -> float:
 # ── Wait channels: the primitive every blocking object is built on ───────
 
 
-def wait_on(channel: Hashable) -> WaitOn:
+@overload
+def wait_on(channel: Hashable) -> WaitOn[Any]: ...
+
+
+@overload
+def wait_on(channel: Hashable, attempt: Callable[[], T]) -> WaitOn[T]: ...
+
+
+def wait_on(channel: Hashable, attempt: Optional[Callable[[], T]] = None) -> WaitOn[Any]:
     """Park the running task on ``channel`` (any hashable value) until a `wakeup` names it.
 
-    The task resumes with None and must look again at what it waits for: a
-    wakeup says "something changed", not "it is yours". Kill and timeouts
-    take a task off its channel at once.
+    The task resumes with the value the wakeup hands over: None for a plain
+    ``wakeup(channel)``, which says "something changed", not "it is yours",
+    so the task must look again at what it waits for. Kill and timeouts take
+    a task off its channel at once.
+
+    With ``attempt``, a function of no arguments, the wait is conditional:
+    the kernel calls ``attempt()`` first and parks the task only if it
+    returns `kernel.traps.WOULD_BLOCK`; anything else it returns (or raises)
+    is the result at once. Look and sleep are one step, so no wakeup is lost
+    between them (the futex rule). With a waker that hands the result over,
+    a blocking operation is a single trap, and one trap object can serve
+    every call, as traps are immutable::
+
+        class Mailbox:
+            def __init__(self):
+                self.letters = deque()
+                self._receive = wait_on(self, self._take)  # made once
+
+            def _take(self):
+                return self.letters.popleft() if self.letters else WOULD_BLOCK
+
+            def receive(self):  # letter = yield box.receive()
+                return self._receive
+
+            def send(self, letter):  # a plain call
+                if not wakeup(self, 1, letter):  # straight to the oldest receiver
+                    self.letters.append(letter)
+
+    The attempt runs in the kernel, in the task's name (`current_task` is the
+    task): it must not block, and must change nothing when it says WOULD_BLOCK.
+    Nothing runs until the trap is yielded or awaited.
     """
-    return WaitOn(channel)
+    return WaitOn(channel, attempt)
 
 
 def wakeup(

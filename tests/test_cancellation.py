@@ -12,8 +12,10 @@ import pytest
 
 import kernel
 from conftest import POLLERS, run
+from kernel.traps import WOULD_BLOCK
 from syscalls import (
     accept,
+    cancel,
     clock,
     current_task,
     gettid,
@@ -205,6 +207,157 @@ def test_deadlock_message_names_the_channel():
 
     with pytest.raises(kernel.Deadlock, match="Gate nobody will open"):
         run(main)
+
+
+# ── conditional waits: wait_on(channel, attempt) ─────────────────────────
+
+
+class Mailbox:
+    """The docstring's example of `wait_on`: a hand-off built on one conditional wait."""
+
+    def __init__(self):
+        self.letters = []
+        self.attempts = []  # the task each attempt ran for
+        self._receive = wait_on(self, self._take)
+
+    def _take(self):
+        self.attempts.append(current_task().name)
+        if self.letters == ["poison"]:
+            raise ValueError("poisoned")
+        return self.letters.pop(0) if self.letters else WOULD_BLOCK
+
+    def receive(self):
+        return self._receive
+
+    def send(self, letter):
+        if not wakeup(self, 1, letter):
+            self.letters.append(letter)
+
+
+def vrun(main, *args):
+    """Run on a virtual clock: timeouts fire exactly, without real sleeping."""
+    with kernel.Kernel(clock=kernel.VirtualClock()) as k:
+        return k.run(main, *args)
+
+
+def test_conditional_wait_completes_at_once_or_parks_until_handed_the_result():
+    trace = []
+
+    def receiver(box):
+        trace.append(("got", (yield box.receive())))  # one there: no switch
+        trace.append(("got", (yield box.receive())))  # none: parks, then is handed one
+        trace.append(("got", (yield box.receive())))
+
+    def main():
+        box = Mailbox()
+        box.send("a")
+        r = yield spawn(receiver, box, name="r")
+        yield sched_yield()
+        trace.append("receiver parked")
+        box.send("b")  # handed over: never stored
+        assert box.letters == []
+        yield sched_yield()
+        box.send("c")
+        yield join(r)
+        return box.attempts
+
+    assert vrun(main) == ["r", "r", "r"]
+    assert trace == [("got", "a"), "receiver parked", ("got", "b"), ("got", "c")]
+
+
+def test_conditional_wait_raises_what_the_attempt_raises_and_runs_nothing_unyielded():
+    def main():
+        box = Mailbox()
+        box.letters.append("poison")
+        trap = box.receive()  # made, never yielded: the attempt does not run
+        assert box.attempts == []
+        with pytest.raises(ValueError, match="poisoned"):
+            yield trap
+        return box.attempts
+
+    assert vrun(main) == ["main"]
+
+
+def test_conditional_wait_works_with_await_and_yield_from():
+    async def async_receiver(box):
+        return [await box.receive(), await box.receive()]
+
+    def gen_receiver(box):
+        first = yield from box.receive()
+        second = yield from box.receive()
+        return [first, second]
+
+    def main():
+        box = Mailbox()
+        box.send(1)
+        a = yield spawn(async_receiver, box)
+        g = yield spawn(gen_receiver, box)
+        yield sched_yield()
+        for letter in (2, 3, 4):
+            box.send(letter)
+        return (yield join(a)), (yield join(g))
+
+    assert vrun(main) == ([1, 2], [3, 4])
+
+
+def test_kill_and_timeout_at_a_conditional_waits_fast_path_run_no_attempt():
+    """A kill or deadline already due when the task traps is raised at the trap,
+    before the attempt: no letter is taken."""
+    trace = []
+
+    def killed(box):
+        yield sched_yield()  # killed while READY: Cancelled is due at the next trap
+        yield box.receive()
+
+    def timed(box):
+        with move_on_after(0) as scope:
+            yield sched_yield()  # the deadline passes meanwhile
+            yield box.receive()
+        trace.append(("expired", scope.expired))
+
+    def main():
+        box = Mailbox()
+        box.send("kept")
+        k = yield spawn(killed, box)
+        t = yield spawn(timed, box)
+        yield sched_yield()
+        cancel(k)
+        with pytest.raises(kernel.Cancelled):
+            yield join(k)
+        yield join(t)
+        return box.attempts, box.letters
+
+    assert vrun(main) == ([], ["kept"])
+    assert trace == [("expired", True)]
+
+
+def test_kill_and_timeout_at_a_conditional_waits_slow_path_leave_nothing_behind():
+    trace = []
+
+    def killed(box):
+        try:
+            yield box.receive()
+        except kernel.Cancelled:
+            trace.append("killed")
+            raise
+
+    def timed(box):
+        with move_on_after(5) as scope:
+            yield box.receive()
+        trace.append(("timed out", scope.expired))
+
+    def main():
+        box = Mailbox()
+        k = yield spawn(killed, box)
+        t = yield spawn(timed, box)
+        yield sched_yield()
+        yield kill(k)
+        yield join(t)  # the virtual clock jumps to the deadline
+        box.send("late")  # nobody waits any more: it is stored
+        return box.letters, len(box.attempts)
+
+    assert vrun(main) == (["late"], 2)
+    assert trace == ["killed", ("timed out", True)]
 
 
 # ── Operation subroutines ────────────────────────────────────────────────
