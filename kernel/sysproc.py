@@ -27,6 +27,7 @@ from .traps import (
     SchedYield,
     Sleep,
     Spawn,
+    TryOperation,
     WaitOn,
 )
 
@@ -128,6 +129,19 @@ def sys_operation(k: Kernel, task: Task, trap: Operation[Any]) -> Any:
     return CALL
 
 
+def sys_try_operation(k: Kernel, task: Task, trap: TryOperation[Any]) -> Any:
+    """The fast path (the attempt) first; the subroutine only if that would block."""
+    result = trap.attempt(*trap.args)
+    if result is not WOULD_BLOCK:
+        return result
+    assert task.coro is not None  # (sys_operation's push, for the generator made now)
+    if task.callers is None:
+        task.callers = []
+    task.callers.append(task.coro)
+    task.coro = trap.fn(*trap.args)
+    return CALL
+
+
 SERVICES: dict[type, Callable[..., Any]] = {
     Spawn: sys_spawn,
     Join: sys_join,
@@ -137,4 +151,5 @@ SERVICES: dict[type, Callable[..., Any]] = {
     Sleep: sys_sleep,
     WaitOn: sys_wait_on,
     Operation: sys_operation,
+    TryOperation: sys_try_operation,
 }

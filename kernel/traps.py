@@ -206,6 +206,44 @@ class Operation(Trap[T]):
     __iter__ = __await__
 
 
+class TryOperation(Trap[T]):
+    """An `Operation` with a fast path: ``attempt(*args)``, a plain function that
+    completes the operation without blocking, or answers `WOULD_BLOCK`. Only then
+    is the subroutine ``fn(*args)`` (a generator function) made and run, as an
+    Operation's generator is.
+
+    This is the split of a mutex into a fast path (one atomic instruction when
+    the lock is free) and a slow path (the kernel, only under contention): a
+    put into a queue that has room, or a getter to hand the item to, costs one
+    trap and no generator at all. The kernel calls the attempt in the trap's
+    service routine; ``await`` and ``yield from`` call it in the task's own
+    frame. Either way nothing runs before the trap is used, and the attempt
+    must change nothing when it answers WOULD_BLOCK. The subroutine must be
+    the whole operation on its own (it looks again, and may find it need not
+    wait after all): an operation with keyword arguments runs only it.
+    """
+
+    __slots__ = ("attempt", "fn", "args")
+
+    def __init__(
+        self,
+        attempt: Callable[..., Any],
+        fn: Callable[..., Generator[Any, Any, T]],
+        args: tuple[Any, ...],
+    ) -> None:
+        self.attempt = attempt
+        self.fn = fn
+        self.args = args
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        result: T = self.attempt(*self.args)
+        if result is WOULD_BLOCK:
+            result = yield from self.fn(*self.args)
+        return result
+
+    __iter__ = __await__
+
+
 # ── What a task runs (the targets Spawn accepts) ─────────────────────────
 
 

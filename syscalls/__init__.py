@@ -54,6 +54,8 @@ from kernel.traps import (
     Sleep,
     Spawn,
     Target,
+    Trap,
+    TryOperation,
     WaitOn,
     WaitReadable,
     WaitWritable,
@@ -289,17 +291,67 @@ def current_task() -> Task:
     return task
 
 
-def operation(fn: Callable[P, Generator[Any, Any, T]]) -> Callable[P, Operation[T]]:
+@overload
+def operation(fn: Callable[P, Generator[Any, Any, T]]) -> Callable[P, Operation[T]]: ...
+
+
+@overload
+def operation(
+    *, attempt: Callable[P, Any]
+) -> Callable[[Callable[P, Generator[Any, Any, T]]], Callable[P, Trap[T]]]: ...
+
+
+def operation(
+    fn: Optional[Callable[P, Generator[Any, Any, T]]] = None,
+    *,
+    attempt: Optional[Callable[P, Any]] = None,
+) -> Any:
     """Decorate a generator function so that calling it makes a trap: an `Operation`.
 
     This is how blocking methods built from other traps (``lock.acquire()``,
     ``queue.get()``, ...) work the same with ``yield``, ``await`` and
     ``yield from``: the kernel runs the generator as a subroutine of the task.
-    """
 
-    @functools.wraps(fn)
+    ``@operation(attempt=f)`` gives the operation a fast path, `kernel.traps.TryOperation`:
+    ``f``, a plain function taking the same arguments, is called first (in the
+    kernel, for a ``yield``) and either completes the operation or returns
+    `kernel.traps.WOULD_BLOCK` without changing anything; only then is the
+    generator made and run. The generator stays the whole operation on its own::
+
+        def _acquire_now(self):
+            if self._free:
+                self._free = False
+                return True
+            return WOULD_BLOCK
+
+        @operation(attempt=_acquire_now)
+        def acquire(self):
+            ...  # wait in line, as without the fast path
+
+    A call with keyword arguments skips the fast path (only positional
+    arguments are kept for it).
+    """
+    if fn is None:
+        if attempt is None:
+            raise TypeError("operation() takes a generator function, or attempt=")
+        return functools.partial(_with_fast_path, attempt)
+    slow = fn
+
+    @functools.wraps(slow)
     def make(*args: P.args, **kwargs: P.kwargs) -> Operation[T]:
-        return Operation(fn(*args, **kwargs))
+        return Operation(slow(*args, **kwargs))
+
+    return make
+
+
+def _with_fast_path(
+    attempt: Callable[P, Any], fn: Callable[P, Generator[Any, Any, T]]
+) -> Callable[P, Trap[T]]:
+    @functools.wraps(fn)
+    def make(*args: P.args, **kwargs: P.kwargs) -> Trap[T]:
+        if kwargs:
+            return Operation(fn(*args, **kwargs))
+        return TryOperation(attempt, fn, args)
 
     return make
 

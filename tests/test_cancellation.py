@@ -452,6 +452,144 @@ def test_operation_frames_are_closed_at_shutdown():
     assert trace == ["stuck-closed"]
 
 
+# ── Operations with a fast path: @operation(attempt=...) ─────────────────
+
+
+class Permits:
+    """A counting semaphore with a fast path (the attempt) and a slow path (the
+    subroutine), recording which path each acquire took."""
+
+    def __init__(self, n):
+        self.n = n
+        self.paths = []
+
+    def _acquire_now(self, label="fast"):
+        if self.n == "boom":
+            raise ValueError("bad permits")
+        if self.n:
+            self.n -= 1
+            self.paths.append(label)
+            return self.n
+        return WOULD_BLOCK
+
+    @operation(attempt=_acquire_now)
+    def acquire(self, label="fast"):
+        self.paths.append(f"{label}: slow path")
+        try:
+            while not self.n:  # the subroutine is the whole operation on its own
+                yield wait_on(self)
+        except BaseException:
+            self.paths.append(f"{label}: left the slow path")
+            raise
+        self.n -= 1
+        return self.n
+
+    def release(self):
+        self.n += 1
+        wakeup(self, 1)
+
+
+def test_fast_path_completes_in_one_trap_and_the_subroutine_runs_only_when_it_blocks():
+    def waiter(p):
+        return (yield p.acquire("w"))
+
+    def main():
+        p = Permits(2)
+        assert (yield p.acquire()) == 1
+        assert (yield from p.acquire()) == 0
+        w = yield spawn(waiter, p)
+        yield sched_yield()
+        p.release()
+        assert (yield join(w)) == 0
+        return p.paths
+
+    assert vrun(main) == ["fast", "fast", "w: slow path"]
+
+
+def test_fast_path_operation_unyielded_does_nothing_and_errors_come_at_the_trap():
+    def main():
+        p = Permits(1)
+        p.acquire()  # made and dropped: nothing taken
+        trap = p.acquire()
+        assert p.n == 1 and p.paths == []
+        yield trap
+        p.n = "boom"
+        with pytest.raises(ValueError, match="bad permits"):
+            yield p.acquire()
+        return p.paths
+
+    assert vrun(main) == ["fast"]
+
+
+def test_fast_path_operation_with_await_and_keyword_arguments():
+    async def async_style(p):
+        first = await p.acquire()
+        second = await p.acquire()  # none left: the subroutine waits in this frame
+        return first, second
+
+    def main():
+        p = Permits(1)
+        t = yield spawn(async_style, p)
+        yield sched_yield()
+        p.release()
+        result = yield join(t)
+        p.release()
+        yield p.acquire(label="kw")  # keyword arguments: the subroutine alone
+        return result, p.paths
+
+    assert vrun(main) == ((0, 0), ["fast", "fast: slow path", "kw: slow path"])
+
+
+def test_kill_and_timeout_at_the_fast_path_and_in_the_subroutine():
+    trace = []
+
+    def killed_early(p):
+        yield sched_yield()  # killed while READY: Cancelled comes at the next trap
+        yield p.acquire("early")
+
+    def killed_waiting(p):
+        yield p.acquire("waiting")
+
+    def timed(p):
+        with move_on_after(5) as scope:
+            yield p.acquire("timed")
+        trace.append(("expired", scope.expired))
+
+    def main():
+        p = Permits(0)
+        early = yield spawn(killed_early, p)
+        waiting = yield spawn(killed_waiting, p)
+        t = yield spawn(timed, p)
+        yield sched_yield()
+        cancel(early)
+        yield kill(waiting)
+        yield join(t)
+        with pytest.raises(kernel.Cancelled):
+            yield join(early)
+        p.n = 1  # a permit free: a kill due at the trap still takes nothing
+        early = yield spawn(killed_early, p)
+        yield sched_yield()
+        cancel(early)
+        with pytest.raises(kernel.Cancelled):
+            yield join(early)
+        return p.paths, p.n
+
+    paths, n = vrun(main)
+    assert n == 1
+    assert paths == [
+        "waiting: slow path",
+        "timed: slow path",
+        "waiting: left the slow path",
+        "timed: left the slow path",
+    ]
+    assert trace == [("expired", True)]
+
+
+def test_operation_without_a_function_or_attempt_is_a_type_error():
+    with pytest.raises(TypeError, match="generator function, or attempt="):
+        operation()
+
+
 # ── timeouts ─────────────────────────────────────────────────────────────
 
 
