@@ -186,7 +186,7 @@ class WaitOn(Trap[T]):
 
 class Operation(Trap[T]):
     """A blocking operation written as a generator of other traps: ``lock.acquire()``,
-    ``queue.get()``... It runs as a *subroutine* of the task that yields it.
+    ``queue.join()``... It runs as a *subroutine* of the task that yields it.
 
     ``await op`` and ``yield from op`` simply run the generator in the task's
     own frame. A plain ``yield op`` hands it to the kernel, which pushes the

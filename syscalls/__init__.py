@@ -102,6 +102,7 @@ __all__ = [
     "wait_on",
     "wait_readable",
     "wait_writable",
+    "waiting",
     "wakeup",
     "write",
 ]
@@ -283,6 +284,20 @@ def wakeup(
     return current_kernel().wakeup(channel, n, value, error)
 
 
+def waiting(channel: Hashable) -> int:
+    """How many tasks are parked on ``channel`` now (0 outside a running kernel).
+
+    A plain call, for reprs and reports ("2 getters waiting"): the number may
+    change as soon as the task traps again, so do not decide on it what a
+    `wakeup` would decide (its return value says who was really woken).
+    """
+    try:
+        k = current_kernel()
+    except RuntimeError:
+        return 0  # no kernel runs in this thread: nobody can be parked in it
+    return k.channels.waiting(channel)
+
+
 def current_task() -> Task:
     """The running task's handle (a plain call: it never blocks)."""
     task = current_kernel().current
@@ -309,7 +324,7 @@ def operation(
     """Decorate a generator function so that calling it makes a trap: an `Operation`.
 
     This is how blocking methods built from other traps (``lock.acquire()``,
-    ``queue.get()``, ...) work the same with ``yield``, ``await`` and
+    ``queue.put(x)``, ...) work the same with ``yield``, ``await`` and
     ``yield from``: the kernel runs the generator as a subroutine of the task.
 
     ``@operation(attempt=f)`` gives the operation a fast path, `kernel.traps.TryOperation`:

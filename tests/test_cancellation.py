@@ -35,6 +35,7 @@ from syscalls import (
     timeout_at,
     wait_on,
     wait_readable,
+    waiting,
     wakeup,
 )
 
@@ -183,6 +184,24 @@ def test_a_handed_value_is_kept_by_a_task_killed_after_the_wakeup():
 
     run(main)
     assert trace == ["a cancelled", "b got x", "b cancelled"]
+
+
+def test_waiting_counts_the_tasks_parked_on_a_channel():
+    def sleeper():
+        yield wait_on("chan")
+
+    def main():
+        for _ in range(2):
+            yield spawn(sleeper)
+        yield sched_yield()
+        counts = [waiting("chan"), waiting("elsewhere")]
+        wakeup("chan", 1)
+        counts.append(waiting("chan"))
+        wakeup("chan")
+        return counts
+
+    assert run(main) == [2, 0, 1]
+    assert waiting("chan") == 0  # outside a kernel nobody can be parked
 
 
 def test_plain_calls_outside_a_kernel_say_so():
