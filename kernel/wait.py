@@ -45,8 +45,9 @@ class WaitChannels:
         """Park ``task`` on ``channel`` (the caller records the undo: `unpark`)."""
         queue = self._waiters.get(channel)
         if queue is None:
-            queue = self._waiters[channel] = {}
-        queue[task] = None
+            self._waiters[channel] = {task: None}
+        else:
+            queue[task] = None
 
     def remove(self, channel: Hashable, task: Task) -> None:
         """Take ``task`` off ``channel`` (it was killed or timed out)."""
@@ -66,8 +67,9 @@ class WaitChannels:
         queue = self._waiters.get(channel)
         if queue is None:
             return None
-        task = next(iter(queue))  # the first key: the oldest waiter
-        del queue[task]
+        for task in queue:  # the first key is the oldest waiter (a loop: no iter() to call)
+            del queue[task]
+            break
         if not queue:
             del self._waiters[channel]
         return task

@@ -26,7 +26,7 @@ import socket
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar, overload
 
-from kernel.scopes import CancelScope, current_kernel
+from kernel.scopes import CancelScope, _running, current_kernel
 from kernel.task import DEFAULT_TICKETS, Task
 from kernel.traps import (
     GETTID,
@@ -281,7 +281,9 @@ def wakeup(
             )
         if value is not None:
             raise TypeError("wakeup: give the woken tasks a value or an error, not both")
-    return current_kernel().wakeup(channel, n, value, error)
+    # (current_kernel() inlined: this is every hand-off's path, and the call shows.)
+    k = getattr(_running, "kernel", None) or current_kernel()
+    return k.wakeup(channel, n, value, error)
 
 
 def waiting(channel: Hashable) -> int:
