@@ -152,8 +152,8 @@ class Queue(Generic[T]):
     ``qsize``...) are plain calls and never block.
 
     Subclasses change only the storage: ``_init`` makes ``self._items``, any
-    container whose ``len`` is the number of items, and ``_push``, ``_pop``,
-    ``_push_back`` put in and take out: see `LifoQueue`, `PriorityQueue`.
+    container whose ``len`` is the number of items, and ``_push`` and ``_pop``
+    put in and take out: see `LifoQueue`, `PriorityQueue`.
     """
 
     def __init__(self, maxsize: int = 0) -> None:
@@ -177,10 +177,6 @@ class Queue(Generic[T]):
 
     def _pop(self) -> T:
         return cast(T, self._items.popleft())
-
-    def _push_back(self, item: T) -> None:
-        """Return a just-taken item so that it is the next one out."""
-        self._items.appendleft(item)
 
     # ── State ────────────────────────────────────────────────────────────
 
@@ -382,9 +378,6 @@ class LifoQueue(Queue[T]):
     def _pop(self) -> T:
         return self._items.pop()
 
-    def _push_back(self, item: T) -> None:
-        self._items.append(item)
-
 
 class PriorityQueue(Queue[T]):
     """A queue that hands out the smallest item first (a `heapq` heap).
@@ -409,6 +402,3 @@ class PriorityQueue(Queue[T]):
 
     def _pop(self) -> T:
         return cast(T, heapq.heappop(self._items))
-
-    def _push_back(self, item: T) -> None:
-        heapq.heappush(self._items, item)

@@ -817,6 +817,68 @@ def test_close_passes_over_a_getter_on_its_way_out():
     assert trace == ["timed out, not closed"]
 
 
+def test_close_passes_over_a_putter_on_its_way_out():
+    trace = []
+
+    def putter(q, item, limit):
+        try:
+            with timeout(limit):
+                yield q.put(item)
+        except TimeoutError:
+            trace.append(f"{item} timed out, not closed")
+        except QueueClosed:
+            trace.append(f"{item} closed")
+
+    def main():
+        q = Queue(1)
+        q.put_nowait("first")
+        p1 = yield spawn(putter, q, "p1", 0)
+        p2 = yield spawn(putter, q, "p2", 10)
+        yield sched_yield()
+        yield sched_yield()  # p1's deadline has fired: it is READY, still in the deque
+        q.close()
+        assert q.closed
+        yield join(p1)
+        yield join(p2)
+
+    run(main)
+    assert trace == ["p1 timed out, not closed", "p2 closed"]
+
+
+def test_a_put_with_a_keyword_argument_runs_its_subroutine_alone():
+    def main():
+        q = Queue(1)
+        yield q.put(item="kw")  # no fast path for keyword arguments: same outcome
+        return q.get_nowait()
+
+    assert run(main) == "kw"
+
+
+def test_an_admitted_putter_interrupted_at_its_wait_leaves_its_item_put():
+    """Defensive path (the kernel never does this: an admitted putter is READY and gets
+    exceptions at its next trap): the item it brought stays in the queue."""
+    from kernel.errors import Cancelled as KCancelled
+
+    def getter(q):
+        q.get_nowait()  # frees the slot: the waiting putter's item moves in
+        yield sched_yield()
+
+    def main():
+        q = Queue(1)
+        q.put_nowait("first")
+        op = q.put("second")
+        gen = op.fn(*op.args)  # drive the put's subroutine by hand, as the kernel would ...
+        wait = next(gen)
+        g = yield spawn(getter, q)
+        yield wait  # ... parking this task on its putter: the getter admits "second"
+        with pytest.raises(KCancelled):
+            gen.throw(KCancelled())
+        yield join(g)
+        return repr(q), q.get_nowait()
+
+    assert run(main) == ("<Queue 1/1 items, 2 unfinished>", "second")
+
+
 def test_unyielded_get_and_put_change_nothing():
     """Making a trap does nothing: only the kernel (or await, or yield from) runs it."""
 

@@ -362,6 +362,19 @@ def test_a_fast_path_shows_as_one_call_and_a_slow_one_as_a_subroutine():
     ]
 
 
+def test_only_filters_fast_path_operations_by_their_subroutine_name():
+    def main():
+        gate = Gate()
+        gate.open = True
+        yield gate.enter("main")
+        yield gate.enter_quietly("main")
+
+    assert trace_lines(main, only={"Gate.enter"}) == [
+        "[tid 1 main] Gate.enter('main') = 'main passed' <0.000000>",
+        "[tid 1 main] +++ exited with None +++",
+    ]
+
+
 def test_a_task_that_ends_in_a_fast_path_operations_subroutine():
     def main():
         yield Gate().enter_quietly("main")
