@@ -31,6 +31,7 @@ from kernel.task import DEFAULT_TICKETS, Task
 from kernel.traps import (
     GETTID,
     SCHED_YIELD,
+    WOULD_BLOCK,
     Accept,
     Buffer,
     Close,
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = [
+    "WOULD_BLOCK",
     "CancelScope",
     "accept",
     "cancel",
@@ -215,7 +217,7 @@ def wait_on(channel: Hashable, attempt: Optional[Callable[[], T]] = None) -> Wai
 
     With ``attempt``, a function of no arguments, the wait is conditional:
     the kernel calls ``attempt()`` first and parks the task only if it
-    returns `kernel.traps.WOULD_BLOCK`; anything else it returns (or raises)
+    returns `WOULD_BLOCK`; anything else it returns (or raises)
     is the result at once. Look and sleep are one step, so no wakeup is lost
     between them (the futex rule). With a waker that hands the result over,
     a blocking operation is a single trap, and one trap object can serve
@@ -332,7 +334,7 @@ def operation(
     ``@operation(attempt=f)`` gives the operation a fast path, `kernel.traps.TryOperation`:
     ``f``, a plain function taking the same arguments, is called first (in the
     kernel, for a ``yield``) and either completes the operation or returns
-    `kernel.traps.WOULD_BLOCK` without changing anything; only then is the
+    `WOULD_BLOCK` without changing anything; only then is the
     generator made and run. The generator stays the whole operation on its own::
 
         def _acquire_now(self):

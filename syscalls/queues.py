@@ -72,8 +72,8 @@ import queue as _stdqueue
 from collections import deque
 from typing import Any, Generator, Generic, TypeVar, cast
 
-from kernel.traps import WOULD_BLOCK, WaitOn
-from syscalls import operation, wait_on, waiting, wakeup
+from kernel.traps import WaitOn
+from syscalls import WOULD_BLOCK, operation, wait_on, waiting, wakeup
 
 __all__ = [
     "LifoQueue",

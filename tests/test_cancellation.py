@@ -12,8 +12,8 @@ import pytest
 
 import kernel
 from conftest import POLLERS, run
-from kernel.traps import WOULD_BLOCK
 from syscalls import (
+    WOULD_BLOCK,
     accept,
     cancel,
     clock,

@@ -20,8 +20,8 @@ import kernel
 from kernel.instrument import _SHADOWED
 from kernel.strace import Strace, call_args, format_call, format_outcome, short, trap_name
 from kernel.syscall import TRAP_TABLE
-from kernel.traps import WOULD_BLOCK, Operation, RecvInto, SendAll, SendFile, Shutdown, Spawn
-from syscalls import join, kill, operation, sleep, spawn, wait_on, wakeup
+from kernel.traps import Operation, RecvInto, SendAll, SendFile, Shutdown, Spawn
+from syscalls import WOULD_BLOCK, join, kill, operation, sleep, spawn, wait_on, wakeup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
