@@ -220,7 +220,8 @@ class TryOperation(Trap[T]):
     frame. Either way nothing runs before the trap is used, and the attempt
     must change nothing when it answers WOULD_BLOCK. The subroutine must be
     the whole operation on its own (it looks again, and may find it need not
-    wait after all): an operation with keyword arguments runs only it.
+    wait after all): called with keyword arguments, ``@operation(attempt=...)``
+    makes a plain Operation of it.
     """
 
     __slots__ = ("attempt", "fn", "args")
