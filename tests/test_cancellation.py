@@ -290,6 +290,7 @@ def test_conditional_wait_raises_what_the_attempt_raises_and_runs_nothing_unyiel
         box.letters.append("poison")
         trap = box.receive()  # made, never yielded: the attempt does not run
         assert box.attempts == []
+        assert repr(WOULD_BLOCK) == "WOULD_BLOCK"
         with pytest.raises(ValueError, match="poisoned"):
             yield trap
         return box.attempts
