@@ -444,11 +444,28 @@ class Kernel:
         task.next_exc = exc
         self.runq.push(task)
 
-    def wakeup(self, channel: Hashable, n: Optional[int] = None) -> int:
-        """Make up to ``n`` (None: all) tasks parked on ``channel`` ready, oldest first."""
+    def wakeup(
+        self,
+        channel: Hashable,
+        n: Optional[int] = None,
+        value: Any = None,
+        error: Optional[Callable[[], BaseException]] = None,
+    ) -> int:
+        """Make up to ``n`` (None: all) tasks parked on ``channel`` ready, oldest first;
+        return how many. Each resumes from its wait with ``value``, or raises ``error()``
+        there (a new exception per task). See wait.py."""
+        if n == 1 and error is None:  # a hand-off to the oldest waiter: no list to build
+            task = self.channels.pop(channel)
+            if task is None:
+                return 0
+            self.wake(task, value)
+            return 1
         woken = self.channels.take(channel, n)
         for task in woken:
-            self.wake(task, None)
+            if error is None:
+                self.wake(task, value)
+            else:
+                self.wake_exc(task, error())
         return len(woken)
 
     def close_file(self, file: Any) -> None:

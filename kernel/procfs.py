@@ -18,7 +18,7 @@ While an `Operation` runs as a subroutine (``yield lock.acquire()``), the
 frames that yielded it wait in ``Task.callers`` (outermost first) and the
 subroutine is ``Task.coro``. So a task's stack, outermost first, is: each
 caller's chain, then the chain of ``coro``. The one-line generators of the
-trap ABI (``Trap.__await__``, ``Operation.__await__``) are left out: they
+trap ABI (``Trap.__await__``, ``Operation.__await__``...) are left out: they
 are the door into the kernel, not part of the task's own code, and the line
 that matters is the one that awaited the trap.
 
@@ -44,7 +44,7 @@ from .accounting import Accounting, TaskStats
 from .scopes import current_kernel
 from .task import Coro, Task, TaskState
 from .timers import Timer
-from .traps import IOTrap, Join, Kill, Operation, Sleep, Trap, WaitOn
+from .traps import IOTrap, Join, Kill, Operation, Sleep, Trap, TryOperation, WaitOn
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -57,7 +57,11 @@ _repr.maxstring = _repr.maxother = REPR_LIMIT
 _repr.maxlevel = 3
 
 # The trap ABI's own generators (``yield self``): hidden from the stacks shown.
-_PLUMBING = {Trap.__await__.__code__, Operation.__await__.__code__}
+_PLUMBING = {
+    Trap.__await__.__code__,
+    Operation.__await__.__code__,
+    TryOperation.__await__.__code__,
+}
 
 
 class FrameInfo(NamedTuple):

@@ -33,10 +33,12 @@ Blocking calls interleave, as with ``strace -f``: if other lines come
 between a trap and its result, the call is printed when it is made, ending
 in ``<unfinished ...>``, and its end later as ``<... recv resumed> = 5 <0.1>``.
 
-An `Operation` (``lock.acquire()``, ``queue.get()``: a subroutine written
+An `Operation` (``lock.acquire()``, ``queue.join()``: a subroutine written
 with other traps) is not a system call: its line, ``Lock.acquire() = <subroutine>``,
 is printed when it starts, and the traps it makes follow, indented one step
-per subroutine level. When the task exits: ``+++ exited with 42 +++``,
+per subroutine level. A `TryOperation` (``queue.put(x)``) whose fast path
+completes it is one call with a result, ``Queue.put(5) = None``; if it has to
+run its subroutine, it shows as an Operation. When the task exits: ``+++ exited with 42 +++``,
 ``+++ raised ValueError: boom +++`` or ``+++ killed by Cancelled +++``.
 
 ``Strace(summary=True)`` (``-c``) prints no lines but, when the run ends, a
@@ -56,7 +58,17 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO
 from .instrument import Instrument
 from .syscall import TRAP_TABLE
 from .task import DEFAULT_TICKETS, Task, TaskState
-from .traps import Join, Kill, Operation, SendAll, SendFile, Shutdown, Spawn
+from .traps import (
+    Join,
+    Kill,
+    Operation,
+    SendAll,
+    SendFile,
+    Shutdown,
+    Spawn,
+    TryOperation,
+    WaitOn,
+)
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -76,6 +88,7 @@ _UNIX_SPELLING = {
     "SendTo": "sendto",
     "SendAll": "sendall",
     "SendFile": "sendfile",
+    "TryOperation": "operation",  # what makes it: @operation(attempt=...)
 }
 _names: dict[type, str] = {}
 
@@ -93,9 +106,9 @@ def trap_name(trap: Any) -> str:
     return name
 
 
-def subroutine_name(op: Operation[Any]) -> str:
+def subroutine_name(op: Operation[Any] | TryOperation[Any]) -> str:
     """``Lock.acquire`` for the Operation a ``lock.acquire()`` made."""
-    return _qualname(op.gen)
+    return _qualname(op.fn if isinstance(op, TryOperation) else op.gen)
 
 
 # ── Short representations ────────────────────────────────────────────────
@@ -167,6 +180,8 @@ def call_args(trap: Any) -> list[str]:
     if isinstance(trap, SendFile):
         count = trap._left
         return [f"fd={trap.fd}", f"in_fd={trap.in_fd}", str(trap.offset), short(count)]
+    if isinstance(trap, WaitOn):  # the attempt of a conditional wait, by its name
+        return [short(trap.channel)] + ([] if trap.attempt is None else [short(trap.attempt)])
     if isinstance(trap, Shutdown):
         how = {socket.SHUT_RD: "SHUT_RD", socket.SHUT_WR: "SHUT_WR", socket.SHUT_RDWR: "SHUT_RDWR"}
         return [f"fd={trap.fd}", how.get(trap.how, str(trap.how))]
@@ -186,8 +201,13 @@ def call_args(trap: Any) -> list[str]:
     return args
 
 
-def _operation_args(op: Operation[Any]) -> str:
+def _operation_args(op: Operation[Any] | TryOperation[Any]) -> str:
     """The arguments a subroutine was called with (but ``self``), read from its frame."""
+    if isinstance(op, TryOperation):  # no frame yet: the arguments are in the trap
+        code = getattr(op.fn, "__code__", None)
+        names = code.co_varnames[: code.co_argcount] if code is not None else ()
+        first = 1 if names[:1] in (("self",), ("cls",)) else 0
+        return ", ".join(short(arg) for arg in op.args[first:])
     gen = op.gen
     frame, code = getattr(gen, "gi_frame", None), getattr(gen, "gi_code", None)
     if frame is None or code is None:
@@ -201,7 +221,7 @@ def _operation_args(op: Operation[Any]) -> str:
 
 def format_call(trap: Any) -> str:
     """``recv(fd=5, 65536)``: the trap as the user wrote it, arguments shortened."""
-    if isinstance(trap, Operation):
+    if isinstance(trap, (Operation, TryOperation)):
         return f"{subroutine_name(trap)}({_operation_args(trap)})"
     return f"{trap_name(trap)}({', '.join(call_args(trap))})"
 
@@ -228,15 +248,22 @@ def describe_error(error: BaseException) -> str:
 class _Call:
     """A trap between its entry and its result."""
 
-    __slots__ = ("name", "text", "start", "indent", "settled")
+    __slots__ = ("name", "text", "start", "indent", "subroutine", "settled")
 
     def __init__(
-        self, name: str, text: str, start: float, indent: str, settled: bool = False
+        self,
+        name: str,
+        text: str,
+        start: float,
+        indent: str,
+        subroutine: bool = False,
+        settled: bool = False,
     ) -> None:
         self.name = name  # the trap name (what -e and the summary use)
         self.text = text  # "recv(fd=5, 100)"
         self.start = start  # kernel clock at entry
         self.indent = indent  # two spaces per subroutine the call is made from
+        self.subroutine = subroutine  # a TryOperation: it may go on as a subroutine
         # The task whose exit may end this call (the joined or killed one; main, during
         # shutdown) had exited already when it was made: that exit has been reported.
         self.settled = settled
@@ -284,24 +311,44 @@ class Strace(Instrument):
     # ── Hooks ────────────────────────────────────────────────────────────
 
     def trap(self, task: Task, trap: Any) -> None:
+        call = self._calls.get(task)
+        if call is not None and call.subroutine:
+            self._to_subroutine(task, call)  # a TryOperation's attempt said it would block
         if isinstance(trap, Operation):
             name = subroutine_name(trap)
             if not self.summary and (self._wanted(name) or self._wanted("operation")):
                 depth = len(task.callers) if task.callers else 0
                 self._line(task, f"{'  ' * depth}{format_call(trap)} = <subroutine>")
             return  # its own traps are reported one by one; it has no result hook
-        name = trap_name(trap)
-        if not self._wanted(name):
-            return
+        if isinstance(trap, TryOperation):
+            name = subroutine_name(trap)
+            if not (self._wanted(name) or self._wanted("operation")):
+                return
+        else:
+            name = trap_name(trap)
+            if not self._wanted(name):
+                return
+        tries = isinstance(trap, TryOperation)
         if self.summary:  # only counted: no text to make
-            self._calls[task] = _Call(name, "", self._kernel.clock(), "")
+            self._calls[task] = _Call(name, "", self._kernel.clock(), "", tries)
             return
         indent = "  " * len(task.callers) if task.callers else ""
         cause = self._cause(trap)
         settled = cause is not None and cause.state is EXITED
         # The text is made now: a trap may record its progress in itself (sendall).
-        self._calls[task] = _Call(name, format_call(trap), self._kernel.clock(), indent, settled)
+        self._calls[task] = _Call(
+            name, format_call(trap), self._kernel.clock(), indent, tries, settled
+        )
         self._held[task] = None  # printed whole if no other line comes before its result
+
+    def _to_subroutine(self, task: Task, call: _Call) -> None:
+        """A TryOperation's result never came: its subroutine runs. Show it as an Operation."""
+        del self._calls[task]
+        if self.summary:
+            self._tally(call.name, self._kernel.clock() - call.start, False)
+            return
+        self._held.pop(task, None)
+        self._line(task, f"{call.indent}{call.text} = <subroutine>")
 
     def trap_result(
         self, task: Task, trap: Any, value: Any, error: Optional[BaseException]
@@ -336,6 +383,9 @@ class Strace(Instrument):
             self._line(task, f"{call.indent}<... {call.name} resumed> {outcome}")
 
     def exit(self, task: Task) -> None:
+        call = self._calls.get(task)
+        if call is not None and call.subroutine:  # it ran, and ended, without another trap
+            self._to_subroutine(task, call)
         call = self._calls.pop(task, None)
         if call is not None and not self.summary:  # closed inside a trap: no result
             self._held.pop(task, None)

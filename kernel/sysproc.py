@@ -16,7 +16,20 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .scopes import next_cancellation
 from .task import CANCEL_REQUESTED, JOINED, Task, TaskState
-from .traps import CALL, SWITCH, GetTid, Join, Kill, Operation, SchedYield, Sleep, Spawn, WaitOn
+from .traps import (
+    CALL,
+    SWITCH,
+    WOULD_BLOCK,
+    GetTid,
+    Join,
+    Kill,
+    Operation,
+    SchedYield,
+    Sleep,
+    Spawn,
+    TryOperation,
+    WaitOn,
+)
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -108,7 +121,12 @@ def _stop_waiting_for_exit(exit_waiters: dict[Task, list[Task]], target: Task, t
         del exit_waiters[target]
 
 
-def sys_wait_on(k: Kernel, task: Task, trap: WaitOn) -> Any:
+def sys_wait_on(k: Kernel, task: Task, trap: WaitOn[Any]) -> Any:
+    attempt = trap.attempt
+    if attempt is not None:  # a conditional wait: park only if the attempt says so
+        result = attempt()
+        if result is not WOULD_BLOCK:
+            return result
     k.channels.sleep_on(trap.channel, task)
     k.park(task, trap, k.channels.unpark)
     return SWITCH
@@ -125,6 +143,19 @@ def sys_operation(k: Kernel, task: Task, trap: Operation[Any]) -> Any:
     return CALL
 
 
+def sys_try_operation(k: Kernel, task: Task, trap: TryOperation[Any]) -> Any:
+    """The fast path (the attempt) first; the subroutine only if that would block."""
+    result = trap.attempt(*trap.args)
+    if result is not WOULD_BLOCK:
+        return result
+    assert task.coro is not None  # (sys_operation's push, for the generator made now)
+    if task.callers is None:
+        task.callers = []
+    task.callers.append(task.coro)
+    task.coro = trap.fn(*trap.args)
+    return CALL
+
+
 SERVICES: dict[type, Callable[..., Any]] = {
     Spawn: sys_spawn,
     Join: sys_join,
@@ -134,4 +165,5 @@ SERVICES: dict[type, Callable[..., Any]] = {
     Sleep: sys_sleep,
     WaitOn: sys_wait_on,
     Operation: sys_operation,
+    TryOperation: sys_try_operation,
 }

@@ -168,19 +168,44 @@ class Sleep(Trap[None]):
         self.seconds = seconds
 
 
-class WaitOn(Trap[None]):
-    """Park on a wait channel until a `wakeup` names it (see wait.py)."""
+class _WouldBlock:
+    def __repr__(self) -> str:
+        return "WOULD_BLOCK"
 
-    __slots__ = ("channel",)
 
-    def __init__(self, channel: Hashable) -> None:
+#: What an *attempt* returns when its operation cannot complete without waiting
+#: (`WaitOn`, `TryOperation`): the ``EWOULDBLOCK`` of the operations built in
+#: syscalls. A sentinel, not an exception as `IOTrap.attempt` raises, because
+#: for a queue's getter waiting is the common case, and raising is slow.
+WOULD_BLOCK: Any = _WouldBlock()
+
+
+class WaitOn(Trap[T]):
+    """Park on a wait channel until a `wakeup` names it (see wait.py); the result is
+    the value the wakeup hands over (None for a plain wakeup).
+
+    With an ``attempt``, the wait is *conditional*, as Linux's
+    ``futex(FUTEX_WAIT)`` is: the kernel first calls ``attempt()``, and only if
+    it returns `WOULD_BLOCK` does the task park, in the same step, so that no
+    wakeup can come between the look and the sleep. Any other result (or
+    exception) of the attempt is the trap's at once. The attempt runs in the
+    kernel on the task's behalf: it must not block, and when it answers
+    WOULD_BLOCK it must have changed nothing. With a wakeup that hands over
+    the result, a whole blocking operation is then one trap, without a
+    subroutine (see `syscalls.wait_on`).
+    """
+
+    __slots__ = ("channel", "attempt")
+
+    def __init__(self, channel: Hashable, attempt: Optional[Callable[[], T]] = None) -> None:
         hash(channel)  # TypeError here, in the caller, for an unhashable channel
         self.channel = channel
+        self.attempt = attempt
 
 
 class Operation(Trap[T]):
     """A blocking operation written as a generator of other traps: ``lock.acquire()``,
-    ``queue.get()``... It runs as a *subroutine* of the task that yields it.
+    ``queue.join()``... It runs as a *subroutine* of the task that yields it.
 
     ``await op`` and ``yield from op`` simply run the generator in the task's
     own frame. A plain ``yield op`` hands it to the kernel, which pushes the
@@ -196,6 +221,45 @@ class Operation(Trap[T]):
 
     def __await__(self) -> Generator[Any, Any, T]:
         return (yield from self.gen)
+
+    __iter__ = __await__
+
+
+class TryOperation(Trap[T]):
+    """An `Operation` with a fast path: ``attempt(*args)``, a plain function that
+    completes the operation without blocking, or answers `WOULD_BLOCK`. Only then
+    is the subroutine ``fn(*args)`` (a generator function) made and run, as an
+    Operation's generator is.
+
+    This is the split of a mutex into a fast path (one atomic instruction when
+    the lock is free) and a slow path (the kernel, only under contention): a
+    put into a queue that has room, or a getter to hand the item to, costs one
+    trap and no generator at all. The kernel calls the attempt in the trap's
+    service routine; ``await`` and ``yield from`` call it in the task's own
+    frame. Either way nothing runs before the trap is used, and the attempt
+    must change nothing when it answers WOULD_BLOCK. The subroutine must be
+    the whole operation on its own (it looks again, and may find it need not
+    wait after all): called with keyword arguments, ``@operation(attempt=...)``
+    makes a plain Operation of it.
+    """
+
+    __slots__ = ("attempt", "fn", "args")
+
+    def __init__(
+        self,
+        attempt: Callable[..., Any],
+        fn: Callable[..., Generator[Any, Any, T]],
+        args: tuple[Any, ...],
+    ) -> None:
+        self.attempt = attempt
+        self.fn = fn
+        self.args = args
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        result: T = self.attempt(*self.args)
+        if result is WOULD_BLOCK:
+            result = yield from self.fn(*self.args)
+        return result
 
     __iter__ = __await__
 

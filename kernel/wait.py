@@ -7,20 +7,36 @@ waited for. ``wait_on(chan)`` parks the running task on it;
 ``wakeup(chan, n)`` makes up to ``n`` of the tasks parked on it ready, the
 longest-waiting first, and says how many it woke.
 
-A wakeup is not a message: the woken task resumes from ``wait_on`` with
-``None`` and must look again at the state it waited for, exactly as in
+A plain wakeup is not a message: the woken task resumes from ``wait_on``
+with ``None`` and must look again at the state it waited for, exactly as in
 xv6, where ``sleep`` is always called in a loop. A primitive that wants
 strict first-come-first-served hand-off gives each waiter a channel of its
 own and decides, before waking it, what that waiter gets.
 
+A wakeup may also *carry* the outcome, as a pipe's writer copies its bytes
+straight into a blocked reader's buffer: ``wakeup(chan, 1, value)`` resumes
+the oldest waiter with ``value`` as the result of its ``wait_on``, and
+``wakeup(chan, n, error=E)`` raises ``E()`` in each woken task. The waker
+has then done the waiter's work for it (given it the item, the lock, the
+permit), so the waiter has nothing to look at again. This *direct
+hand-off* is fair by construction: the channel's FIFO order is the order
+of service, and a task that arrives later cannot barge in between the
+wakeup and the waiter's resumption.
+
 Each channel's waiters are kept in a dict used as an ordered set: FIFO
 order for wakeup, and O(1) removal when a waiter is killed or times out
-(the undo recorded when it parked).
+(the undo recorded when it parked). A channel with a single waiter, the
+usual case (syscalls/sync.py gives every waiter a channel of its own, and a
+queue's getters mostly come one at a time), maps to the task itself: no
+dict is made and thrown away for each wait. A second waiter turns the entry
+into a dict; an empty one is deleted, so a channel nobody waits on costs
+nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Any
 
 from .task import Task
 
@@ -29,19 +45,26 @@ class WaitChannels:
     """The tasks parked on each channel, in the order they arrived."""
 
     def __init__(self) -> None:
-        self._waiters: dict[Hashable, dict[Task, None]] = {}
+        # channel -> its only waiter (a Task), or a dict of its waiters (Task -> None,
+        # oldest first), never empty. (Any: mypy cannot narrow the `type() is` tests.)
+        self._waiters: dict[Hashable, Any] = {}
 
     def sleep_on(self, channel: Hashable, task: Task) -> None:
         """Park ``task`` on ``channel`` (the caller records the undo: `unpark`)."""
         queue = self._waiters.get(channel)
         if queue is None:
-            queue = self._waiters[channel] = {}
-        queue[task] = None
+            self._waiters[channel] = task
+        elif type(queue) is dict:
+            queue[task] = None
+        else:  # the second waiter
+            self._waiters[channel] = {queue: None, task: None}
 
     def remove(self, channel: Hashable, task: Task) -> None:
         """Take ``task`` off ``channel`` (it was killed or timed out)."""
         queue = self._waiters.get(channel)
-        if queue is not None:
+        if queue is task:
+            del self._waiters[channel]
+        elif type(queue) is dict:
             queue.pop(task, None)
             if not queue:
                 del self._waiters[channel]
@@ -51,11 +74,30 @@ class WaitChannels:
         its trap's."""
         self.remove(task.trap.channel, task)
 
+    def pop(self, channel: Hashable) -> Task | None:
+        """Remove and return the task parked longest on ``channel`` (None if none is)."""
+        queue = self._waiters.get(channel)
+        task: Task | None
+        if type(queue) is not dict:  # None, or the only waiter
+            task = queue
+            if task is not None:
+                del self._waiters[channel]
+            return task
+        for task in queue:  # the first key is the oldest waiter (a loop: no iter() to call)
+            del queue[task]
+            break
+        if not queue:
+            del self._waiters[channel]
+        return task
+
     def take(self, channel: Hashable, n: int | None) -> list[Task]:
         """Remove and return up to ``n`` (None: all) tasks parked on ``channel``, oldest first."""
         queue = self._waiters.get(channel)
-        if queue is None:
+        if queue is None or n == 0:
             return []
+        if type(queue) is not dict:
+            del self._waiters[channel]
+            return [queue]
         if n is None or n >= len(queue):
             del self._waiters[channel]
             return list(queue)
@@ -70,4 +112,7 @@ class WaitChannels:
 
     def waiting(self, channel: Hashable) -> int:
         """How many tasks are parked on ``channel``."""
-        return len(self._waiters.get(channel, ()))
+        queue = self._waiters.get(channel)
+        if type(queue) is dict:
+            return len(queue)
+        return 0 if queue is None else 1

@@ -23,13 +23,14 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar, overload
 
-from kernel.scopes import CancelScope, current_kernel
+from kernel.scopes import CancelScope, _running, current_kernel
 from kernel.task import DEFAULT_TICKETS, Task
 from kernel.traps import (
     GETTID,
     SCHED_YIELD,
+    WOULD_BLOCK,
     Accept,
     Buffer,
     Close,
@@ -53,6 +54,8 @@ from kernel.traps import (
     Sleep,
     Spawn,
     Target,
+    Trap,
+    TryOperation,
     WaitOn,
     WaitReadable,
     WaitWritable,
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = [
+    "WOULD_BLOCK",
     "CancelScope",
     "accept",
     "cancel",
@@ -101,6 +105,7 @@ __all__ = [
     "wait_on",
     "wait_readable",
     "wait_writable",
+    "waiting",
     "wakeup",
     "write",
 ]
@@ -195,19 +200,75 @@ def clock() -> float:
 # ── Wait channels: the primitive every blocking object is built on ───────
 
 
-def wait_on(channel: Hashable) -> WaitOn:
+@overload
+def wait_on(channel: Hashable) -> WaitOn[Any]: ...
+
+
+@overload
+def wait_on(channel: Hashable, attempt: Callable[[], T]) -> WaitOn[T]: ...
+
+
+def wait_on(channel: Hashable, attempt: Optional[Callable[[], T]] = None) -> WaitOn[Any]:
     """Park the running task on ``channel`` (any hashable value) until a `wakeup` names it.
 
-    The task resumes with None and must look again at what it waits for: a
-    wakeup says "something changed", not "it is yours". Kill and timeouts
-    take a task off its channel at once.
+    The task resumes with the value the wakeup hands over: None for a plain
+    ``wakeup(channel)``, which says "something changed", not "it is yours",
+    so the task must look again at what it waits for. Kill and timeouts take
+    a task off its channel at once.
+
+    With ``attempt``, a function of no arguments, the wait is conditional:
+    the kernel calls ``attempt()`` first and parks the task only if it
+    returns `WOULD_BLOCK`; anything else it returns (or raises)
+    is the result at once. Look and sleep are one step, so no wakeup is lost
+    between them (the futex rule). With a waker that hands the result over,
+    a blocking operation is a single trap, and one trap object can serve
+    every call, as traps are immutable::
+
+        class Mailbox:
+            def __init__(self):
+                self.letters = deque()
+                self._receive = wait_on(self, self._take)  # made once
+
+            def _take(self):
+                return self.letters.popleft() if self.letters else WOULD_BLOCK
+
+            def receive(self):  # letter = yield box.receive()
+                return self._receive
+
+            def send(self, letter):  # a plain call
+                if not wakeup(self, 1, letter):  # straight to the oldest receiver
+                    self.letters.append(letter)
+
+    The attempt runs in the kernel, in the task's name (`current_task` is the
+    task): it must not block, and must change nothing when it says WOULD_BLOCK.
+    Nothing runs until the trap is yielded or awaited.
     """
-    return WaitOn(channel)
+    return WaitOn(channel, attempt)
 
 
-def wakeup(channel: Hashable, n: Optional[int] = None) -> int:
+def wakeup(
+    channel: Hashable,
+    n: Optional[int] = None,
+    value: Any = None,
+    *,
+    error: Optional[Callable[[], BaseException]] = None,
+) -> int:
     """Make up to ``n`` (default: all) tasks parked on ``channel`` ready, longest-waiting
     first; return how many were woken.
+
+    Each woken task's ``wait_on`` returns ``value`` (None by default). With
+    ``error`` (an exception class, or a function of no arguments that makes an
+    exception), each woken task raises ``error()`` there instead: one exception
+    object per task, as each gets its own traceback. A value or an error is a
+    *direct hand-off*: the waker has done the waiter's work (given it the item,
+    or the bad news), so the waiter need not look again (see kernel/wait.py)::
+
+        if wakeup(getters, 1, item):  # the oldest getter got it: its wait returns item
+            return
+        wakeup(getters, error=QueueClosed)  # every getter raises QueueClosed
+
+    A return of 1 from ``wakeup(chan, 1, value)`` means a task *has* the value:
+    a task killed or timed out while it waited has already left the channel.
 
     It never blocks, so it is a plain call, not a trap (no ``yield``): it can
     be used from methods such as ``Event.set()`` or ``Queue.put_nowait()``.
@@ -215,7 +276,31 @@ def wakeup(channel: Hashable, n: Optional[int] = None) -> int:
     """
     if n is not None and n < 0:
         raise ValueError(f"wakeup: n must be None or >= 0, not {n}")
-    return current_kernel().wakeup(channel, n)
+    if error is not None:
+        if isinstance(error, BaseException):
+            raise TypeError(
+                "wakeup: error must be an exception class or a function that makes one"
+                f" (each woken task raises its own), not the exception {error!r}"
+            )
+        if value is not None:
+            raise TypeError("wakeup: give the woken tasks a value or an error, not both")
+    # (current_kernel() inlined: this is every hand-off's path, and the call shows.)
+    k = getattr(_running, "kernel", None) or current_kernel()
+    return k.wakeup(channel, n, value, error)
+
+
+def waiting(channel: Hashable) -> int:
+    """How many tasks are parked on ``channel`` now (0 outside a running kernel).
+
+    A plain call, for reprs and reports ("2 getters waiting"): the number may
+    change as soon as the task traps again, so do not decide on it what a
+    `wakeup` would decide (its return value says who was really woken).
+    """
+    try:
+        k = current_kernel()
+    except RuntimeError:
+        return 0  # no kernel runs in this thread: nobody can be parked in it
+    return k.channels.waiting(channel)
 
 
 def current_task() -> Task:
@@ -226,17 +311,67 @@ def current_task() -> Task:
     return task
 
 
-def operation(fn: Callable[P, Generator[Any, Any, T]]) -> Callable[P, Operation[T]]:
+@overload
+def operation(fn: Callable[P, Generator[Any, Any, T]]) -> Callable[P, Operation[T]]: ...
+
+
+@overload
+def operation(
+    *, attempt: Callable[P, Any]
+) -> Callable[[Callable[P, Generator[Any, Any, T]]], Callable[P, Trap[T]]]: ...
+
+
+def operation(
+    fn: Optional[Callable[P, Generator[Any, Any, T]]] = None,
+    *,
+    attempt: Optional[Callable[P, Any]] = None,
+) -> Any:
     """Decorate a generator function so that calling it makes a trap: an `Operation`.
 
     This is how blocking methods built from other traps (``lock.acquire()``,
-    ``queue.get()``, ...) work the same with ``yield``, ``await`` and
+    ``queue.put(x)``, ...) work the same with ``yield``, ``await`` and
     ``yield from``: the kernel runs the generator as a subroutine of the task.
-    """
 
-    @functools.wraps(fn)
+    ``@operation(attempt=f)`` gives the operation a fast path, `kernel.traps.TryOperation`:
+    ``f``, a plain function taking the same arguments, is called first (in the
+    kernel, for a ``yield``) and either completes the operation or returns
+    `WOULD_BLOCK` without changing anything; only then is the
+    generator made and run. The generator stays the whole operation on its own::
+
+        def _acquire_now(self):
+            if self._free:
+                self._free = False
+                return True
+            return WOULD_BLOCK
+
+        @operation(attempt=_acquire_now)
+        def acquire(self):
+            ...  # wait in line, as without the fast path
+
+    A call with keyword arguments skips the fast path (only positional
+    arguments are kept for it).
+    """
+    if fn is None:
+        if attempt is None:
+            raise TypeError("operation() takes a generator function, or attempt=")
+        return functools.partial(_with_fast_path, attempt)
+    slow = fn
+
+    @functools.wraps(slow)
     def make(*args: P.args, **kwargs: P.kwargs) -> Operation[T]:
-        return Operation(fn(*args, **kwargs))
+        return Operation(slow(*args, **kwargs))
+
+    return make
+
+
+def _with_fast_path(
+    attempt: Callable[P, Any], fn: Callable[P, Generator[Any, Any, T]]
+) -> Callable[P, Trap[T]]:
+    @functools.wraps(fn)
+    def make(*args: P.args, **kwargs: P.kwargs) -> Trap[T]:
+        if kwargs:
+            return Operation(fn(*args, **kwargs))
+        return TryOperation(attempt, fn, args)
 
     return make
 

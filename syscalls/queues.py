@@ -26,38 +26,54 @@ producer wait until every item has been *processed*, not merely taken::
             print(n)
             q.task_done()
 
-Built only from public traps (`wait_on`, `wakeup`, `operation`), with these
-invariants (they are what makes it fair and cancellation-safe):
+Built only from public traps and calls (`wait_on`, `wakeup`, `operation`),
+with these invariants (they are what makes it fair and cancellation-safe):
 
-* **Hand-off.** Each blocked getter or putter waits on a `_Waiter` of its own,
-  kept in FIFO order in ``_getters`` / ``_putters``. A ``put`` that finds a
-  getter waiting writes the item into the oldest getter's waiter and wakes
-  that task: the item never sits in the buffer, where a later ``get`` could
-  barge in ahead of the one that waited. A ``get`` that frees a slot in a
-  full queue moves the oldest waiting putter's item into the buffer and wakes
-  it. So getters are served, and putters admitted, strictly in arrival order.
+* **Hand-off.** A ``get`` on an empty queue parks its task on the queue's
+  getter channel, whose waiters the kernel keeps in arrival order. A ``put``
+  that finds a getter parked hands the item to the oldest one,
+  ``wakeup(channel, 1, item)``: the task resumes with the item as the result
+  of its ``get``, and the item never sits in the buffer, where a later
+  ``get`` could barge in ahead of the one that waited. A blocked putter
+  waits on a `_Putter` of its own, kept in FIFO order in ``_putters``; a
+  ``get`` that frees a slot in a full queue moves the oldest putter's item
+  into the buffer and wakes it. So getters are served, and putters
+  admitted, strictly in arrival order.
 * **Getters wait only on an empty buffer; putters only on a full one.** Hence
   a ``get`` never has to look at waiting getters ahead of it (there are
-  items only when none wait), and a ``put`` never overtakes a waiting putter
-  (the buffer stays full while any wait).
-* **Cancellation never loses or duplicates an item.** A waiter is handed
-  something only if `wakeup` found its task still parked (``wakeup`` returns
-  1); a task that was handed an item is READY, keeps its result, and gets a
-  kill or timeout at its *next* trap. A waiter interrupted while still parked
-  was handed nothing: it removes itself from the deque and re-raises. A killed
+  items only when none wait), a ``put`` looks for a getter only when the
+  buffer is empty, and never overtakes a waiting putter (the buffer stays
+  full while any wait).
+* **Cancellation never loses or duplicates an item.** The kernel takes a
+  getter killed or timed out while parked off the channel at once, so a
+  ``wakeup`` can only hand an item to a task that is still waiting, and a
+  return of 1 means it *has* it: it is READY, keeps its result, and gets a
+  kill or timeout at its *next* trap. A putter interrupted while parked was
+  admitted nothing: it removes itself from the deque and re-raises. A killed
   putter's ``put`` either returned (its item is in the queue) or raised (it
   never was).
+
+**The fast paths.** A ``get`` is one trap and no generator: a conditional
+wait (``wait_on(channel, attempt)``), whose attempt, run by the kernel at the
+trap, takes an item if there is one and parks the task only if there is
+none; that one trap object serves every ``get`` of the queue. A ``put`` is
+an operation with a fast path (``@operation(attempt=...)``): handing the item
+to a getter, or storing it, costs one trap; only a put on a full queue runs
+the subroutine that waits. Passing an item between two tasks that take turns
+is therefore two traps and no subroutine.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import queue as _stdqueue
 from collections import deque
-from typing import Any, Generator, Generic, Optional, TypeVar, cast
+from typing import Any, Generator, Generic, TypeVar, cast
 
-from syscalls import operation, wait_on, wakeup
+from kernel.traps import WaitOn
+from syscalls import WOULD_BLOCK, operation, wait_on, waiting, wakeup
 
 __all__ = [
     "LifoQueue",
@@ -92,93 +108,89 @@ class QueueClosed(RuntimeError):
     """
 
 
-class _WaitState(enum.Enum):
-    WAITING = "waiting"  # parked on its waiter, nothing decided yet
-    HANDED = "handed"  # a getter was given an item / a putter's item was taken in
+class _PutState(enum.Enum):
+    WAITING = "waiting"  # parked on its putter, nothing decided yet
+    ADMITTED = "admitted"  # its item was moved into the buffer
     CLOSED = "closed"  # woken by close(): raise QueueClosed
 
 
-class _Waiter(Generic[T]):
-    """One blocked ``get`` or ``put``: the wait channel its task parks on, and the
-    mailbox the waker writes into (the item, for a getter) before waking it."""
+class _Putter(Generic[T]):
+    """One blocked ``put``: the wait channel its task parks on, with the item it
+    brings, which a ``get`` that frees a slot moves into the buffer."""
 
-    __slots__ = ("queue", "kind", "item", "state")
+    __slots__ = ("queue", "item", "state")
 
-    def __init__(self, q: Queue[T], kind: str, item: Optional[T] = None) -> None:
+    def __init__(self, q: Queue[T], item: T) -> None:
         self.queue = q
-        self.kind = kind  # "get" or "put": only for the repr
-        self.item = item  # the item handed to a getter, or the item a putter brings
-        self.state = _WaitState.WAITING
+        self.item = item
+        self.state = _PutState.WAITING
 
     def __repr__(self) -> str:
-        return f"<{self.kind} on {self.queue!r}>"
+        return f"<put on {self.queue!r}>"
 
 
-class _JoinChannel:
-    """The channel ``join()`` waits on: woken (all at once) when the count of
-    unfinished items reaches zero."""
+class _Channel:
+    """A wait channel of a queue: where its getters park, or its joiners. The repr
+    is what a deadlock report and ``ps`` show."""
 
-    __slots__ = ("queue",)
+    __slots__ = ("queue", "what")
 
-    def __init__(self, q: Queue[Any]) -> None:
+    def __init__(self, q: Queue[Any], what: str) -> None:
         self.queue = q
+        self.what = what
 
     def __repr__(self) -> str:
-        return f"<join on {self.queue!r}>"
+        return f"<{self.what} on {self.queue!r}>"
 
 
 class Queue(Generic[T]):
     """A FIFO queue between tasks; ``maxsize <= 0`` means unbounded.
 
-    Blocking methods (``put``, ``get``, ``join``) are operations: use them as
+    Blocking methods (``put``, ``get``, ``join``) are traps: use them as
     ``yield q.get()`` in a generator task, ``await q.get()`` in an ``async def``
     one. The others (``put_nowait``, ``get_nowait``, ``task_done``, ``close``,
     ``qsize``...) are plain calls and never block.
 
-    Subclasses change only the storage (``_init``, ``_push``, ``_pop``,
-    ``_push_back``, ``_size``): see `LifoQueue`, `PriorityQueue`.
+    Subclasses change only the storage: ``_init`` makes ``self._items``, any
+    container whose ``len`` is the number of items, and ``_push`` and ``_pop``
+    put in and take out: see `LifoQueue`, `PriorityQueue`.
     """
 
     def __init__(self, maxsize: int = 0) -> None:
         self.maxsize = maxsize
-        self._getters: deque[_Waiter[T]] = deque()  # blocked gets, oldest first
-        self._putters: deque[_Waiter[T]] = deque()  # blocked puts, oldest first
+        self._getters = _Channel(self, "get")  # where blocked gets park (the kernel's FIFO)
+        self._putters: deque[_Putter[T]] = deque()  # blocked puts, oldest first
         self._unfinished = 0  # items put and not yet task_done()
-        self._all_done = _JoinChannel(self)
+        self._all_done = _Channel(self, "join")  # woken when _unfinished reaches 0
         self._closed = False
         self._init()
+        # The get trap: made once, as traps are immutable (a cycle the GC collects).
+        self._get: WaitOn[T] = wait_on(self._getters, self._get_now)
 
     # ── Storage: what subclasses override ────────────────────────────────
 
     def _init(self) -> None:
-        self._items: deque[T] = deque()
+        self._items: Any = deque()  # (Any: each subclass keeps its own container here)
 
     def _push(self, item: T) -> None:
         self._items.append(item)
 
     def _pop(self) -> T:
-        return self._items.popleft()
-
-    def _push_back(self, item: T) -> None:
-        """Return a just-taken item so that it is the next one out."""
-        self._items.appendleft(item)
-
-    def _size(self) -> int:
-        return len(self._items)
+        return cast(T, self._items.popleft())
 
     # ── State ────────────────────────────────────────────────────────────
 
     def qsize(self) -> int:
         """How many items are in the queue (not counting those of blocked putters)."""
-        return self._size()
+        return len(self._items)
 
     def empty(self) -> bool:
         """True if a ``get`` would have to wait (or raise `QueueClosed`)."""
-        return self._size() == 0
+        return not self._items
 
     def full(self) -> bool:
         """True if a ``put`` would have to wait (never, for an unbounded queue)."""
-        return 0 < self.maxsize <= self._size()
+        return 0 < self.maxsize <= len(self._items)
 
     @property
     def closed(self) -> bool:
@@ -186,13 +198,13 @@ class Queue(Generic[T]):
         return self._closed
 
     def __repr__(self) -> str:
-        size = self._size()
+        size = len(self._items)
         if self.maxsize > 0:
             parts = [f"{size}/{self.maxsize} items"]
         else:
             parts = [f"{size} item{'' if size == 1 else 's'} (unbounded)"]
-        if self._getters:
-            n = len(self._getters)
+        n = waiting(self._getters)
+        if n:
             parts.append(f"{n} getter{'' if n == 1 else 's'} waiting")
         if self._putters:
             n = len(self._putters)
@@ -205,38 +217,27 @@ class Queue(Generic[T]):
 
     # ── Putting ──────────────────────────────────────────────────────────
 
-    def _offer(self, item: T) -> bool:
-        """Add ``item`` without blocking: hand it to the oldest waiting getter, or
-        store it if there is room. False if the queue is full."""
-        if self._hand_to_getter(item):
-            return True
-        if self.full():
-            return False
+    def _put_now(self, item: T) -> Any:
+        """Put's fast path (the kernel runs it at the trap): hand ``item`` to the
+        oldest waiting getter, or store it if there is room; WOULD_BLOCK if full."""
+        if self._closed:
+            raise QueueClosed(f"put on {self!r}")
+        if not self._items and wakeup(self._getters, 1, item):
+            self._unfinished += 1  # the getter has it: its get returns it
+            return None
+        if 0 < self.maxsize <= len(self._items):
+            return WOULD_BLOCK
         self._push(item)
         self._unfinished += 1
-        return True
-
-    def _hand_to_getter(self, item: T) -> bool:
-        while self._getters:
-            w = self._getters.popleft()
-            # Discussion: wakeup() finds no task when the getter was interrupted
-            # (killed, timed out) after parking but has not yet run to remove its
-            # waiter. It is leaving with an exception: give the item to the next.
-            if wakeup(w, 1):
-                w.item, w.state = item, _WaitState.HANDED
-                self._unfinished += 1
-                return True
-        return False
+        return None
 
     def put_nowait(self, item: T) -> None:
         """Put ``item`` if it can be done at once; else raise `QueueFull`
         (`QueueClosed` if the queue is closed)."""
-        if self._closed:
-            raise QueueClosed(f"put on {self!r}")
-        if not self._offer(item):
+        if self._put_now(item) is WOULD_BLOCK:
             raise QueueFull(f"put_nowait on {self!r}")
 
-    @operation
+    @operation(attempt=_put_now)
     def put(self, item: T) -> Generator[Any, Any, None]:
         """Put ``item`` in the queue, waiting while it is full (``yield q.put(x)``).
 
@@ -244,20 +245,22 @@ class Queue(Generic[T]):
         `QueueClosed` if the queue is closed, also if it closes while this waits.
         If the task is killed or times out while waiting, the item was not put.
         """
-        if self._closed:
-            raise QueueClosed(f"put on {self!r}")
-        if self._offer(item):
+        if self._put_now(item) is not WOULD_BLOCK:  # (the fast path, when run alone)
             return
-        w = _Waiter(self, "put", item)
+        w = _Putter(self, item)
         self._putters.append(w)
         try:
             yield wait_on(w)
         except BaseException:
-            self._withdraw(self._putters, w)
+            if w.state is _PutState.WAITING:  # not admitted: leave the line
+                try:
+                    self._putters.remove(w)
+                except ValueError:
+                    pass  # a waker popped it, found it leaving, and passed it over
             raise
-        if w.state is _WaitState.CLOSED:
+        if w.state is _PutState.CLOSED:
             raise QueueClosed(f"{self!r} closed while a put waited")
-        assert w.state is _WaitState.HANDED, f"woken {w!r} in state {w.state}"
+        assert w.state is _PutState.ADMITTED, f"woken {w!r} in state {w.state}"
 
     # ── Getting ──────────────────────────────────────────────────────────
 
@@ -266,64 +269,42 @@ class Queue(Generic[T]):
         item = self._pop()
         while self._putters:
             w = self._putters.popleft()
-            if wakeup(w, 1):  # as in _hand_to_getter: skip a putter on its way out
-                self._push(cast(T, w.item))  # a putter always brings its item
-                w.state = _WaitState.HANDED
+            if wakeup(w, 1):  # 0: a putter on its way out (killed, timed out): skip it
+                self._push(w.item)
+                w.state = _PutState.ADMITTED
                 self._unfinished += 1
                 break
         return item
 
-    def get_nowait(self) -> T:
-        """Take the next item if there is one; else raise `QueueEmpty` (`QueueClosed`
-        if the queue is closed and drained)."""
-        if self._size():
+    def _get_now(self) -> T:
+        """Get's attempt (the kernel runs it at the trap): the next item if there is
+        one, `QueueClosed` if the queue is closed and drained, else WOULD_BLOCK."""
+        if self._items:
             return self._take()
         if self._closed:
             raise QueueClosed(f"get on {self!r}")
-        raise QueueEmpty(f"get_nowait on {self!r}")
+        return WOULD_BLOCK  # type: ignore[no-any-return]
 
-    @operation
-    def get(self) -> Generator[Any, Any, T]:
+    def get_nowait(self) -> T:
+        """Take the next item if there is one; else raise `QueueEmpty` (`QueueClosed`
+        if the queue is closed and drained)."""
+        item = self._get_now()
+        if item is WOULD_BLOCK:
+            raise QueueEmpty(f"get_nowait on {self!r}")
+        return item
+
+    def get(self) -> WaitOn[T]:
         """Take the next item, waiting while the queue is empty (``x = yield q.get()``).
 
         Getters are served in arrival order. After `close`, the remaining items
         are still handed out; then `QueueClosed` is raised (also in every getter
         that was waiting). A getter killed or timed out while it waits has
         taken nothing: the item goes to the next getter.
-        """
-        if self._size():
-            return self._take()
-        if self._closed:
-            raise QueueClosed(f"get on {self!r}")
-        w: _Waiter[T] = _Waiter(self, "get")
-        self._getters.append(w)
-        try:
-            yield wait_on(w)
-        except BaseException:
-            self._withdraw(self._getters, w)
-            raise
-        if w.state is _WaitState.CLOSED:
-            raise QueueClosed(f"{self!r} closed while a get waited")
-        assert w.state is _WaitState.HANDED, f"woken {w!r} in state {w.state}"
-        return cast(T, w.item)  # handed by _hand_to_getter
 
-    def _withdraw(self, waiters: deque[_Waiter[T]], w: _Waiter[T]) -> None:
-        """A waiter leaves on an exception (kill, timeout, Deadlock...)."""
-        if w.state is _WaitState.WAITING:
-            try:
-                waiters.remove(w)
-            except ValueError:
-                pass  # a waker popped it, found it leaving, and passed it over
-        elif w.state is _WaitState.HANDED and w.kind == "get":
-            # Discussion: cannot happen under the kernel's rules (a task handed an
-            # item is READY, and READY tasks get cancellations at their next trap,
-            # not at this yield). Should the kernel ever close a handed getter
-            # (an emergency abort), do not lose its item: it is next out again.
-            item, w.item = cast(T, w.item), None
-            self._unfinished -= 1
-            if not self._hand_to_getter(item):
-                self._push_back(item)
-                self._unfinished += 1
+        The trap is a conditional wait on the queue's getter channel, the same
+        object for every call: nothing happens until it is yielded or awaited.
+        """
+        return self._get
 
     # ── Closing ──────────────────────────────────────────────────────────
 
@@ -337,11 +318,12 @@ class Queue(Generic[T]):
         if self._closed:
             return
         self._closed = True
-        for waiters in (self._getters, self._putters):
-            while waiters:
-                w = waiters.popleft()
-                if wakeup(w, 1):
-                    w.state = _WaitState.CLOSED
+        message = f"{self!r} closed while a get waited"
+        wakeup(self._getters, error=functools.partial(QueueClosed, message))
+        while self._putters:
+            w = self._putters.popleft()
+            if wakeup(w, 1):
+                w.state = _PutState.CLOSED
 
     # ── Work accounting: task_done / join ────────────────────────────────
 
@@ -388,19 +370,13 @@ class LifoQueue(Queue[T]):
     """
 
     def _init(self) -> None:
-        self._stack: list[T] = []
+        self._items: list[T] = []
 
     def _push(self, item: T) -> None:
-        self._stack.append(item)
+        self._items.append(item)
 
     def _pop(self) -> T:
-        return self._stack.pop()
-
-    def _push_back(self, item: T) -> None:
-        self._stack.append(item)
-
-    def _size(self) -> int:
-        return len(self._stack)
+        return self._items.pop()
 
 
 class PriorityQueue(Queue[T]):
@@ -419,16 +395,10 @@ class PriorityQueue(Queue[T]):
     """
 
     def _init(self) -> None:
-        self._heap: list[Any] = []  # Any: T is not declared comparable; heapq checks at run time
+        self._items: list[Any] = []  # Any: T is not declared comparable; heapq checks it
 
     def _push(self, item: T) -> None:
-        heapq.heappush(self._heap, item)
+        heapq.heappush(self._items, item)
 
     def _pop(self) -> T:
-        return cast(T, heapq.heappop(self._heap))
-
-    def _push_back(self, item: T) -> None:
-        heapq.heappush(self._heap, item)
-
-    def _size(self) -> int:
-        return len(self._heap)
+        return cast(T, heapq.heappop(self._items))

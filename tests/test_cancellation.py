@@ -13,7 +13,9 @@ import pytest
 import kernel
 from conftest import POLLERS, run
 from syscalls import (
+    WOULD_BLOCK,
     accept,
+    cancel,
     clock,
     current_task,
     gettid,
@@ -33,6 +35,7 @@ from syscalls import (
     timeout_at,
     wait_on,
     wait_readable,
+    waiting,
     wakeup,
 )
 
@@ -103,6 +106,104 @@ def test_wait_on_rejects_unhashable_and_wakeup_rejects_negative():
     run(main)
 
 
+def test_wakeup_hands_a_value_to_the_oldest_waiters():
+    trace = []
+
+    def sleeper(i):
+        got = yield wait_on("chan")
+        trace.append((i, got))
+
+    def main():
+        for i in range(4):
+            yield spawn(sleeper, i)
+        yield sched_yield()
+        assert wakeup("chan", 1, "first") == 1
+        assert wakeup("chan", 2, ["shared"]) == 2
+        assert wakeup("chan", 1, "nobody") == 1
+        assert wakeup("chan", 1, "nobody left") == 0
+        yield sched_yield()
+
+    run(main)
+    assert trace == [(0, "first"), (1, ["shared"]), (2, ["shared"]), (3, "nobody")]
+
+
+def test_wakeup_error_raises_a_new_exception_in_each_woken_task():
+    caught = []
+
+    def sleeper():
+        try:
+            yield wait_on("chan")
+        except LookupError as exc:
+            caught.append(exc)
+
+    def main():
+        for _ in range(3):
+            yield spawn(sleeper)
+        yield sched_yield()
+        assert wakeup("chan", 2, error=KeyError) == 2
+        assert wakeup("chan", error=lambda: IndexError("closed")) == 1
+        yield sched_yield()
+
+    run(main)
+    assert [type(e) for e in caught] == [KeyError, KeyError, IndexError]
+    assert caught[0] is not caught[1] and str(caught[2]) == "closed"
+
+
+def test_wakeup_rejects_a_shared_exception_or_a_value_with_an_error():
+    def main():
+        with pytest.raises(TypeError, match="each woken task raises its own"):
+            wakeup("c", error=KeyError("one object for all"))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not both"):
+            wakeup("c", 1, "value", error=KeyError)
+        yield sched_yield()
+
+    run(main)
+
+
+def test_a_handed_value_is_kept_by_a_task_killed_after_the_wakeup():
+    """The hand-off rule: once wakeup returned 1 the task has the value; a kill that
+    follows is raised at its next trap. A task killed before it was woken gets nothing."""
+    trace = []
+
+    def sleeper(name):
+        try:
+            got = yield wait_on("chan")
+            trace.append(f"{name} got {got}")
+            yield sched_yield()
+            trace.append(f"{name} not killed?")
+        except kernel.Cancelled:
+            trace.append(f"{name} cancelled")
+
+    def main():
+        a = yield spawn(sleeper, "a")
+        b = yield spawn(sleeper, "b")
+        yield sched_yield()
+        yield kill(a)  # a leaves the channel while still parked: it was handed nothing
+        assert wakeup("chan", 1, "x") == 1  # so b, the next, gets x
+        yield kill(b)
+
+    run(main)
+    assert trace == ["a cancelled", "b got x", "b cancelled"]
+
+
+def test_waiting_counts_the_tasks_parked_on_a_channel():
+    def sleeper():
+        yield wait_on("chan")
+
+    def main():
+        for _ in range(2):
+            yield spawn(sleeper)
+        yield sched_yield()
+        counts = [waiting("chan"), waiting("elsewhere")]
+        wakeup("chan", 1)
+        counts.append(waiting("chan"))
+        wakeup("chan")
+        return counts
+
+    assert run(main) == [2, 0, 1]
+    assert waiting("chan") == 0  # outside a kernel nobody can be parked
+
+
 def test_plain_calls_outside_a_kernel_say_so():
     with pytest.raises(RuntimeError, match="no yieldos kernel"):
         wakeup("c")
@@ -125,6 +226,158 @@ def test_deadlock_message_names_the_channel():
 
     with pytest.raises(kernel.Deadlock, match="Gate nobody will open"):
         run(main)
+
+
+# ── conditional waits: wait_on(channel, attempt) ─────────────────────────
+
+
+class Mailbox:
+    """The docstring's example of `wait_on`: a hand-off built on one conditional wait."""
+
+    def __init__(self):
+        self.letters = []
+        self.attempts = []  # the task each attempt ran for
+        self._receive = wait_on(self, self._take)
+
+    def _take(self):
+        self.attempts.append(current_task().name)
+        if self.letters == ["poison"]:
+            raise ValueError("poisoned")
+        return self.letters.pop(0) if self.letters else WOULD_BLOCK
+
+    def receive(self):
+        return self._receive
+
+    def send(self, letter):
+        if not wakeup(self, 1, letter):
+            self.letters.append(letter)
+
+
+def vrun(main, *args):
+    """Run on a virtual clock: timeouts fire exactly, without real sleeping."""
+    with kernel.Kernel(clock=kernel.VirtualClock()) as k:
+        return k.run(main, *args)
+
+
+def test_conditional_wait_completes_at_once_or_parks_until_handed_the_result():
+    trace = []
+
+    def receiver(box):
+        trace.append(("got", (yield box.receive())))  # one there: no switch
+        trace.append(("got", (yield box.receive())))  # none: parks, then is handed one
+        trace.append(("got", (yield box.receive())))
+
+    def main():
+        box = Mailbox()
+        box.send("a")
+        r = yield spawn(receiver, box, name="r")
+        yield sched_yield()
+        trace.append("receiver parked")
+        box.send("b")  # handed over: never stored
+        assert box.letters == []
+        yield sched_yield()
+        box.send("c")
+        yield join(r)
+        return box.attempts
+
+    assert vrun(main) == ["r", "r", "r"]
+    assert trace == [("got", "a"), "receiver parked", ("got", "b"), ("got", "c")]
+
+
+def test_conditional_wait_raises_what_the_attempt_raises_and_runs_nothing_unyielded():
+    def main():
+        box = Mailbox()
+        box.letters.append("poison")
+        trap = box.receive()  # made, never yielded: the attempt does not run
+        assert box.attempts == []
+        assert repr(WOULD_BLOCK) == "WOULD_BLOCK"
+        with pytest.raises(ValueError, match="poisoned"):
+            yield trap
+        return box.attempts
+
+    assert vrun(main) == ["main"]
+
+
+def test_conditional_wait_works_with_await_and_yield_from():
+    async def async_receiver(box):
+        return [await box.receive(), await box.receive()]
+
+    def gen_receiver(box):
+        first = yield from box.receive()
+        second = yield from box.receive()
+        return [first, second]
+
+    def main():
+        box = Mailbox()
+        box.send(1)
+        a = yield spawn(async_receiver, box)
+        g = yield spawn(gen_receiver, box)
+        yield sched_yield()
+        for letter in (2, 3, 4):
+            box.send(letter)
+        return (yield join(a)), (yield join(g))
+
+    assert vrun(main) == ([1, 2], [3, 4])
+
+
+def test_kill_and_timeout_at_a_conditional_waits_fast_path_run_no_attempt():
+    """A kill or deadline already due when the task traps is raised at the trap,
+    before the attempt: no letter is taken."""
+    trace = []
+
+    def killed(box):
+        yield sched_yield()  # killed while READY: Cancelled is due at the next trap
+        yield box.receive()
+
+    def timed(box):
+        with move_on_after(0) as scope:
+            yield sched_yield()  # the deadline passes meanwhile
+            yield box.receive()
+        trace.append(("expired", scope.expired))
+
+    def main():
+        box = Mailbox()
+        box.send("kept")
+        k = yield spawn(killed, box)
+        t = yield spawn(timed, box)
+        yield sched_yield()
+        cancel(k)
+        with pytest.raises(kernel.Cancelled):
+            yield join(k)
+        yield join(t)
+        return box.attempts, box.letters
+
+    assert vrun(main) == ([], ["kept"])
+    assert trace == [("expired", True)]
+
+
+def test_kill_and_timeout_at_a_conditional_waits_slow_path_leave_nothing_behind():
+    trace = []
+
+    def killed(box):
+        try:
+            yield box.receive()
+        except kernel.Cancelled:
+            trace.append("killed")
+            raise
+
+    def timed(box):
+        with move_on_after(5) as scope:
+            yield box.receive()
+        trace.append(("timed out", scope.expired))
+
+    def main():
+        box = Mailbox()
+        k = yield spawn(killed, box)
+        t = yield spawn(timed, box)
+        yield sched_yield()
+        yield kill(k)
+        yield join(t)  # the virtual clock jumps to the deadline
+        box.send("late")  # nobody waits any more: it is stored
+        return box.letters, len(box.attempts)
+
+    assert vrun(main) == (["late"], 2)
+    assert trace == ["killed", ("timed out", True)]
 
 
 # ── Operation subroutines ────────────────────────────────────────────────
@@ -217,6 +470,144 @@ def test_operation_frames_are_closed_at_shutdown():
 
     run(main)
     assert trace == ["stuck-closed"]
+
+
+# ── Operations with a fast path: @operation(attempt=...) ─────────────────
+
+
+class Permits:
+    """A counting semaphore with a fast path (the attempt) and a slow path (the
+    subroutine), recording which path each acquire took."""
+
+    def __init__(self, n):
+        self.n = n
+        self.paths = []
+
+    def _acquire_now(self, label="fast"):
+        if self.n == "boom":
+            raise ValueError("bad permits")
+        if self.n:
+            self.n -= 1
+            self.paths.append(label)
+            return self.n
+        return WOULD_BLOCK
+
+    @operation(attempt=_acquire_now)
+    def acquire(self, label="fast"):
+        self.paths.append(f"{label}: slow path")
+        try:
+            while not self.n:  # the subroutine is the whole operation on its own
+                yield wait_on(self)
+        except BaseException:
+            self.paths.append(f"{label}: left the slow path")
+            raise
+        self.n -= 1
+        return self.n
+
+    def release(self):
+        self.n += 1
+        wakeup(self, 1)
+
+
+def test_fast_path_completes_in_one_trap_and_the_subroutine_runs_only_when_it_blocks():
+    def waiter(p):
+        return (yield p.acquire("w"))
+
+    def main():
+        p = Permits(2)
+        assert (yield p.acquire()) == 1
+        assert (yield from p.acquire()) == 0
+        w = yield spawn(waiter, p)
+        yield sched_yield()
+        p.release()
+        assert (yield join(w)) == 0
+        return p.paths
+
+    assert vrun(main) == ["fast", "fast", "w: slow path"]
+
+
+def test_fast_path_operation_unyielded_does_nothing_and_errors_come_at_the_trap():
+    def main():
+        p = Permits(1)
+        p.acquire()  # made and dropped: nothing taken
+        trap = p.acquire()
+        assert p.n == 1 and p.paths == []
+        yield trap
+        p.n = "boom"
+        with pytest.raises(ValueError, match="bad permits"):
+            yield p.acquire()
+        return p.paths
+
+    assert vrun(main) == ["fast"]
+
+
+def test_fast_path_operation_with_await_and_keyword_arguments():
+    async def async_style(p):
+        first = await p.acquire()
+        second = await p.acquire()  # none left: the subroutine waits in this frame
+        return first, second
+
+    def main():
+        p = Permits(1)
+        t = yield spawn(async_style, p)
+        yield sched_yield()
+        p.release()
+        result = yield join(t)
+        p.release()
+        yield p.acquire(label="kw")  # keyword arguments: the subroutine alone
+        return result, p.paths
+
+    assert vrun(main) == ((0, 0), ["fast", "fast: slow path", "kw: slow path"])
+
+
+def test_kill_and_timeout_at_the_fast_path_and_in_the_subroutine():
+    trace = []
+
+    def killed_early(p):
+        yield sched_yield()  # killed while READY: Cancelled comes at the next trap
+        yield p.acquire("early")
+
+    def killed_waiting(p):
+        yield p.acquire("waiting")
+
+    def timed(p):
+        with move_on_after(5) as scope:
+            yield p.acquire("timed")
+        trace.append(("expired", scope.expired))
+
+    def main():
+        p = Permits(0)
+        early = yield spawn(killed_early, p)
+        waiting = yield spawn(killed_waiting, p)
+        t = yield spawn(timed, p)
+        yield sched_yield()
+        cancel(early)
+        yield kill(waiting)
+        yield join(t)
+        with pytest.raises(kernel.Cancelled):
+            yield join(early)
+        p.n = 1  # a permit free: a kill due at the trap still takes nothing
+        early = yield spawn(killed_early, p)
+        yield sched_yield()
+        cancel(early)
+        with pytest.raises(kernel.Cancelled):
+            yield join(early)
+        return p.paths, p.n
+
+    paths, n = vrun(main)
+    assert n == 1
+    assert paths == [
+        "waiting: slow path",
+        "timed: slow path",
+        "waiting: left the slow path",
+        "timed: left the slow path",
+    ]
+    assert trace == [("expired", True)]
+
+
+def test_operation_without_a_function_or_attempt_is_a_type_error():
+    with pytest.raises(TypeError, match="generator function, or attempt="):
+        operation()
 
 
 # ── timeouts ─────────────────────────────────────────────────────────────

@@ -21,7 +21,7 @@ from kernel.instrument import _SHADOWED
 from kernel.strace import Strace, call_args, format_call, format_outcome, short, trap_name
 from kernel.syscall import TRAP_TABLE
 from kernel.traps import Operation, RecvInto, SendAll, SendFile, Shutdown, Spawn
-from syscalls import join, kill, shield, sleep, spawn, wait_on
+from syscalls import WOULD_BLOCK, join, kill, operation, shield, sleep, spawn, wait_on, wakeup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -295,6 +295,96 @@ def test_a_task_closed_inside_a_trap_is_reported_unfinished(caplog):
     assert "cannot finish its cleanup" in caplog.text
 
 
+class Gate:
+    """An operation with a fast path (kernel/traps.py TryOperation) to trace."""
+
+    def __init__(self):
+        self.open = False
+
+    def __repr__(self):
+        return "<Gate>"
+
+    def _pass_now(self, who):
+        return f"{who} passed" if self.open else WOULD_BLOCK
+
+    @operation(attempt=_pass_now)
+    def enter(self, who):
+        while not self.open:
+            yield wait_on(self)
+        return f"{who} waited"
+
+    @operation(attempt=_pass_now)
+    def enter_quietly(self, who):  # its subroutine ends without a trap of its own
+        return "let in"
+        yield
+
+
+def trace_lines(main, **options) -> list[str]:
+    out = io.StringIO()
+    with kernel.Kernel(clock=kernel.VirtualClock()) as k:
+        k.add_instrument(Strace(out, **options))
+        k.run(main)
+    return out.getvalue().splitlines()
+
+
+def test_a_fast_path_shows_as_one_call_and_a_slow_one_as_a_subroutine():
+    def late(gate):
+        yield gate.enter("late")
+
+    def main():
+        gate = Gate()
+        t = yield spawn(late, gate)
+        yield sleep(1)
+        gate.open = True
+        yield gate.enter("main")
+        wakeup(gate)
+        yield join(t)
+        gate.open = False
+        yield gate.enter_quietly("main")
+
+    assert trace_lines(main) == [
+        "[tid 1 main] spawn(late, <Gate>) = <tid 2 late> <0.000000>",
+        "[tid 1 main] sleep(1.0) <unfinished ...>",
+        "[tid 2 late] Gate.enter('late') = <subroutine>",  # the attempt said WOULD_BLOCK
+        "[tid 2 late]   wait_on(<Gate>) <unfinished ...>",
+        "[tid 1 main] <... sleep resumed> = None <1.000000>",
+        "[tid 1 main] Gate.enter('main') = 'main passed' <0.000000>",  # the fast path
+        "[tid 2 late]   <... wait_on resumed> = None <1.000000>",
+        "[tid 1 main] join(<tid 2 late>) <unfinished ...>",
+        "[tid 2 late] +++ exited with None +++",
+        "[tid 1 main] <... join resumed> = None <0.000000>",
+        "[tid 1 main] Gate.enter_quietly('main') = <subroutine>",
+        "[tid 1 main] +++ exited with None +++",
+    ]
+    assert trace_lines(main, summary=True)[4:6] == [
+        "  0.00    0.000000           0         2           Gate.enter",
+        "  0.00    0.000000           0         1           Gate.enter_quietly",
+    ]
+
+
+def test_only_filters_fast_path_operations_by_their_subroutine_name():
+    def main():
+        gate = Gate()
+        gate.open = True
+        yield gate.enter("main")
+        yield gate.enter_quietly("main")
+
+    assert trace_lines(main, only={"Gate.enter"}) == [
+        "[tid 1 main] Gate.enter('main') = 'main passed' <0.000000>",
+        "[tid 1 main] +++ exited with None +++",
+    ]
+
+
+def test_a_task_that_ends_in_a_fast_path_operations_subroutine():
+    def main():
+        yield Gate().enter_quietly("main")
+
+    assert trace_lines(main) == [
+        "[tid 1 main] Gate.enter_quietly('main') = <subroutine>",
+        "[tid 1 main] +++ exited with None +++",
+    ]
+
+
 def test_join_of_a_long_dead_task_does_not_report_its_exit_again():
     def quick():
         return 7
@@ -447,6 +537,10 @@ def test_call_arguments():
     assert format_call(op) == 'subroutine(1, b"2")'
     op.gen.close()  # its frame is gone: the arguments cannot be read any more
     assert format_call(op) == "subroutine(...)"
+
+    fast = operation(attempt=lambda x, y: WOULD_BLOCK)(subroutine)
+    assert format_call(fast(1, b"2")) == 'subroutine(1, b"2")'  # no frame: from the trap
+    assert format_call(Gate().enter("me")) == "Gate.enter('me')"  # without self
 
 
 def test_outcomes():

@@ -15,6 +15,7 @@ from kernel.poller import READ, WRITE, Poller
 from kernel.scheduler import RunQueue
 from kernel.task import Task
 from kernel.timers import TimerQueue
+from kernel.wait import WaitChannels
 from syscalls import join, kill, read, recv, sendall, sleep, spawn, wait_readable
 
 
@@ -80,6 +81,45 @@ def test_run_queue_is_fifo():
     assert not rq
     for t in tasks:
         t.coro.close()
+
+
+# ── wait channels ────────────────────────────────────────────────────────
+
+
+def test_wait_channels_pop_the_oldest_and_forget_empty_channels():
+    chans = WaitChannels()
+    a, b, c = make_task(1), make_task(2), make_task(3)
+    for task in (a, b, c):
+        chans.sleep_on("x", task)
+    chans.remove("x", b)
+    assert chans.pop("x") is a
+    assert chans.waiting("x") == 1
+    assert chans.pop("x") is c
+    assert chans.pop("x") is None and chans.waiting("x") == 0
+    assert chans._waiters == {}  # no empty queue is kept for a channel nobody waits on
+
+
+def test_wait_channels_with_one_waiter_and_when_a_second_comes():
+    """A lone waiter is stored as itself (no dict per wait); every operation sees the
+    same FIFO whether the channel holds one task or several."""
+    chans = WaitChannels()
+    a, b, c = make_task(1), make_task(2), make_task(3)
+    chans.sleep_on("one", a)
+    assert chans._waiters["one"] is a and chans.waiting("one") == 1
+    chans.remove("one", b)  # not parked there: nothing happens
+    assert chans.waiting("one") == 1
+    assert chans.take("one", 0) == [] and chans.waiting("one") == 1
+    assert chans.take("one", 5) == [a] and chans._waiters == {}
+    chans.sleep_on("one", a)
+    chans.remove("one", a)
+    assert chans._waiters == {}
+    chans.sleep_on("two", a)
+    chans.sleep_on("two", b)  # the second: now an ordered dict
+    chans.sleep_on("two", c)
+    assert chans.waiting("two") == 3
+    assert chans.take("two", 2) == [a, b]
+    assert chans.take("two", None) == [c] and chans._waiters == {}
+    assert chans.take("nobody", None) == []
 
 
 # ── poller ───────────────────────────────────────────────────────────────
