@@ -148,12 +148,8 @@ def sys_try_operation(k: Kernel, task: Task, trap: TryOperation[Any]) -> Any:
     result = trap.attempt(*trap.args)
     if result is not WOULD_BLOCK:
         return result
-    assert task.coro is not None  # (sys_operation's push, for the generator made now)
-    if task.callers is None:
-        task.callers = []
-    task.callers.append(task.coro)
-    task.coro = trap.fn(*trap.args)
-    return CALL
+    # It would block: from here on it is the plain Operation of the generator made now.
+    return sys_operation(k, task, Operation(trap.fn(*trap.args)))
 
 
 SERVICES: dict[type, Callable[..., Any]] = {
