@@ -78,11 +78,11 @@ def main(clock: VirtualClock) -> Task:
     left, right = socket.socketpair()
     try:
         tasks = [
-            (yield Spawn(crunch, (clock, 3), None)),
-            (yield Spawn(nap, (0.005, 2), None)),
-            (yield Spawn(nap, (0.008, 1), None)),
-            (yield Spawn(pong, (right,), None)),
-            (yield Spawn(ping, (left, 2), None)),
+            (yield Spawn(crunch, clock, 3)),
+            (yield Spawn(nap, 0.005, 2)),
+            (yield Spawn(nap, 0.008, 1)),
+            (yield Spawn(pong, right)),
+            (yield Spawn(ping, left, 2)),
         ]
         for task in tasks:
             yield Join(task)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Hashable
+from types import FunctionType, GeneratorType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from . import sysio
@@ -48,7 +49,16 @@ from .task import (
     TaskState,
 )
 from .timers import DEFAULT_CLOCK, Clock, TimerQueue
-from .traps import CALL, SWITCH, Join, Target, coroutine_of, fileno, not_started
+from .traps import (
+    CALL,
+    SWITCH,
+    Join,
+    Target,
+    coroutine_from_result,
+    coroutine_of,
+    fileno,
+    not_started,
+)
 from .wait import WaitChannels
 
 if TYPE_CHECKING:
@@ -308,7 +318,12 @@ class Kernel:
         tickets: int = DEFAULT_TICKETS,
     ) -> Task:
         """Create a READY task running ``target(*args)`` (or the generator/coroutine ``target``)."""
-        coro = coroutine_of(target, args)
+        if type(target) is FunctionType:  # coroutine_of's usual case, without a call to it
+            coro = target(*args)
+            if type(coro) is not GeneratorType:
+                coro = coroutine_from_result(target, coro)
+        else:
+            coro = coroutine_of(target, args)
         if not name:
             name = getattr(coro, "__qualname__", "task")  # Task.name cuts it when asked
         current = self.current

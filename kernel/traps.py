@@ -78,18 +78,28 @@ class Trap(Generic[T]):
 
 
 class Spawn(Trap[Task]):
-    """Create a new task running ``target(*args)``; returns its `Task` handle.
+    """Start a new task running ``target(*args)``; the result is its `Task`.
 
-    ``priority`` and ``tickets`` are scheduling parameters, used only by the
-    policies that read them (see scheduler.py)."""
+    ``target`` is a generator function or ``async def`` function (called with
+    ``args``), or a generator or coroutine object. The new task is READY and
+    runs once the current task blocks or yields; it lives until it returns,
+    raises, or is killed, independently of its parent.
+
+    ``priority`` (higher runs first) and ``tickets`` (a share of the CPU) matter
+    only under a scheduling policy that reads them (`PriorityPolicy`,
+    `StridePolicy`, `LotteryPolicy`); the default FIFO ignores them.
+
+    (This class is also the system call: ``syscalls.spawn`` *is* `Spawn`, so a
+    spawn pays no stub function.)
+    """
 
     __slots__ = ("target", "args", "name", "priority", "tickets")
 
     def __init__(
         self,
         target: Target,
-        args: tuple[Any, ...],
-        name: Optional[str],
+        *args: Any,
+        name: Optional[str] = None,
         priority: int = 0,
         tickets: int = DEFAULT_TICKETS,
     ) -> None:
@@ -116,12 +126,17 @@ def _check_spawn_options(name: Optional[str], priority: int, tickets: int) -> No
 
 
 class Join(Trap[Any]):
-    """Wait for a task to exit; return its result or raise its exception."""
+    """Wait for ``task`` to exit; the result is its return value.
+
+    If the task raised, ``join`` raises that very exception (`Cancelled` if it
+    was killed). Joining a task that already exited answers at once. (Also the
+    system call ``syscalls.join``.)
+    """
 
     __slots__ = ("task",)
 
     def __init__(self, task: Task) -> None:
-        self.task = _check_task("join", task)
+        self.task = task if type(task) is Task else _check_task("join", task)
 
     def __repr__(self) -> str:  # short: a full Task repr could recurse through join cycles
         return f"Join(task={_short(self.task)})"
@@ -289,7 +304,8 @@ def _one_trap(trap: Trap[Any]) -> Coro:
     return (yield trap)
 
 
-def _coroutine_from_result(target: Any, coro: Any) -> Coro:
+def coroutine_from_result(target: Any, coro: Any) -> Coro:
+    """What a task runs, from what calling ``target`` returned (see `coroutine_of`)."""
     if isinstance(coro, (types.GeneratorType, types.CoroutineType)):
         return coro
     if isinstance(coro, Trap):  # spawn(sleep, 5), spawn(lock.acquire)...
@@ -307,7 +323,7 @@ def coroutine_of(target: Target, args: tuple[Any, ...]) -> Coro:
         coro = target(*args)
         if type(coro) is types.GeneratorType or type(coro) is types.CoroutineType:
             return coro
-        return _coroutine_from_result(target, coro)
+        return coroutine_from_result(target, coro)
     if isinstance(target, (types.GeneratorType, types.CoroutineType)):
         if args:
             raise TypeError(f"arguments given with an already created generator {target!r}")
@@ -319,7 +335,7 @@ def coroutine_of(target: Target, args: tuple[Any, ...]) -> Coro:
             raise TypeError(f"arguments given with a trap {target!r}")
         return _one_trap(target)
     if callable(target):
-        return _coroutine_from_result(target, target(*args))
+        return coroutine_from_result(target, target(*args))
     raise TypeError(
         "a task must be a generator or coroutine, a trap, or a function returning one,"
         f" not {target!r}"

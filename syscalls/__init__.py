@@ -26,7 +26,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, TypeVar, overload
 
 from kernel.scopes import CancelScope, _running, current_kernel
-from kernel.task import DEFAULT_TICKETS, Task
+from kernel.task import Task
 from kernel.traps import (
     GETTID,
     SCHED_YIELD,
@@ -53,7 +53,6 @@ from kernel.traps import (
     Shutdown,
     Sleep,
     Spawn,
-    Target,
     Trap,
     TryOperation,
     WaitOn,
@@ -113,34 +112,11 @@ __all__ = [
 # ── Processes ────────────────────────────────────────────────────────────
 
 
-def spawn(
-    target: Target,
-    *args: Any,
-    name: Optional[str] = None,
-    priority: int = 0,
-    tickets: int = DEFAULT_TICKETS,
-) -> Spawn:
-    """Start a new task running ``target(*args)``; the result is its `kernel.Task`.
+#: Start a new task running ``target(*args)``: see `kernel.Spawn` (the trap class is the call).
+spawn = Spawn
 
-    ``target`` is a generator function or ``async def`` function (called with
-    ``args``), or a generator or coroutine object. The new task is READY and
-    runs once the current task blocks or yields; it lives until it returns,
-    raises, or is killed, independently of its parent.
-
-    ``priority`` (higher runs first) and ``tickets`` (a share of the CPU) matter
-    only under a scheduling policy that reads them (`kernel.PriorityPolicy`,
-    `kernel.StridePolicy`, `kernel.LotteryPolicy`); the default FIFO ignores them.
-    """
-    return Spawn(target, args, name, priority, tickets)
-
-
-def join(task: Task) -> Join:
-    """Wait for ``task`` to exit; the result is its return value.
-
-    If the task raised, ``join`` raises that very exception (`kernel.Cancelled`
-    if it was killed). Joining a task that already exited answers at once.
-    """
-    return Join(task)
+#: Wait for a task to exit and get its result: see `kernel.Join` (the trap class is the call).
+join = Join
 
 
 def kill(task: Task) -> Kill:

@@ -509,7 +509,7 @@ def test_call_arguments():
     a, b = socket.socketpair()
     with a, b:
         fa = a.fileno()
-        assert call_args(Spawn(len, (1,), "n", 3, 7)) == [
+        assert call_args(Spawn(len, 1, name="n", priority=3, tickets=7)) == [
             "len",
             "1",
             "name='n'",
