@@ -39,6 +39,7 @@ from .scheduler import Policy, RunQueue
 from .scopes import _running, next_cancellation
 from .signals import SignalWakeup
 from .syscall import TRAP_TABLE, bad_trap
+from .sysio import RECV_WHEN_RUN
 from .task import (
     CANCEL_DELIVERED,
     CANCEL_REQUESTED,
@@ -263,6 +264,11 @@ class Kernel:
         value, exc = task.next_value, task.next_exc
         task.next_value = task.next_exc = None
         budget = INLINE_BUDGET
+        if exc is RECV_WHEN_RUN:  # woken because its socket is readable: it reads now (sysio.py)
+            value, exc = sysio.recv_when_run(self, task, value)
+            if value is SWITCH:  # the data was gone after all: it waits again
+                self.current = None
+                return
         while True:
             try:
                 trap = send(value) if exc is None else coro.throw(exc)

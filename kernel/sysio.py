@@ -11,6 +11,7 @@ writes a blocking-looking call, and the kernel turns it into
     4. ... the poller reports the fd ready: `complete` calls trap.attempt()
        again and wakes the task with the result or the error; if the fd
        was not really ready after all, the task simply keeps waiting.
+       (A `Recv` is only made READY, and reads when it runs: see `completer`.)
 
 Errors from the operation (``ECONNRESET``, ``EPIPE``, ``EBADF``...) are the
 task's: they are raised in the task at its trap.
@@ -27,7 +28,7 @@ from __future__ import annotations
 import _socket
 import errno
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .task import Task, TaskState
 from .traps import (
@@ -176,48 +177,72 @@ def complete(k: Kernel, task: Task) -> bool:
 
 def completer(k: Kernel) -> Callable[[Task], bool]:
     """What the poller calls when a parked task's fd is ready: `complete` for kernel
-    ``k``, as a closure (Python calls one about twice as cheaply as a partial), with
-    a `Recv` written out: the trap every server waits in.
+    ``k``, as a closure (Python calls one about twice as cheaply as a partial), except
+    for a `Recv` on a kernel without instruments: that task is only made READY, to
+    read when it runs (`recv_when_run`).
 
-    Discussion: for a `Recv`, the closure also writes out `Kernel.wake` (as
-    `sys_recv` writes out `Kernel.park`), which saves a Python call on every
-    message a server receives, but only while no instrument was ever
-    installed on ``k`` (``k._probes is None``): an instrument hears of wakes
-    and blocks by shadowing ``k.wake`` and ``k.park`` (instrument.py), so an
-    instrumented kernel goes through them. tests/test_units.py checks that
-    both ways leave the task in the same state.
+    Discussion: why read when the task runs, not when the poller reports it. xv6's
+    ``sleep``/``wakeup`` work the same way: wakeup only makes the sleeper runnable,
+    and the sleeper redoes its read itself once it is scheduled. Data read at poll
+    time would wait in the kernel, in the task's ``next_value``, until the task's
+    turn: with a thousand readable connections, a thousand buffers of up to the
+    size asked for, held by the kernel instead of flow-controlled in the sockets.
+    A task killed or timed out before its turn would still have taken the data
+    off the socket. And on PyPy, a buffer alive while the nursery is collected is
+    promoted to the old generation, which costs a major collection later: reading
+    at poll time cost a 16 KiB echo server about a third of its CPU.
+
+    The wake itself is `Kernel.wake` written out, which saves a Python call on every
+    message; it is done only while no instrument was ever installed on ``k``
+    (``k._probes is None``): an instrument hears of wakes and blocks by shadowing
+    ``k.wake`` and ``k.park`` (instrument.py), so on an instrumented kernel a Recv
+    completes as every other trap does. tests/test_units.py checks both ways.
     """
-    drained = k.poller.drained
     push = k.runq.push
 
-    def complete_recv_first(task: Task) -> bool:
+    def complete_recv_when_run(task: Task) -> bool:
         trap = task.trap
-        if type(trap) is not Recv:
+        if type(trap) is not Recv or k._probes is not None:
             return complete(k, task)
-        try:
-            data = trap.sock.recv(trap.n)
-        except BlockingIOError:
-            return False
-        except BaseException as exc:
-            k.wake_exc(task, exc)
-            return True
-        if len(data) < trap.n:
-            if trap.fd not in drained:  # (usually there already: a test is cheaper)
-                drained.add(trap.fd)
-        else:
-            drained.discard(trap.fd)
-        if k._probes is not None:
-            k.wake(task, data)
-            return True
-        # Kernel.wake, written out (see the discussion above).
         assert task.state is BLOCKED, f"kernel bug: waking {task!r}"
         task.trap = task.undo = None
         task.state = READY
-        task.next_value = data
+        task.next_value = trap
+        task.next_exc = RECV_WHEN_RUN
         push(task)
         return True
 
-    return complete_recv_first
+    return complete_recv_when_run
+
+
+class _RecvWhenRun(BaseException):
+    """Never raised: in ``Task.next_exc`` it means "your socket is readable: make the
+    `Recv` in ``next_value`` as you run" (see `completer`)."""
+
+
+RECV_WHEN_RUN = _RecvWhenRun()
+
+
+def recv_when_run(k: Kernel, task: Task, trap: Recv) -> tuple[Any, Optional[BaseException]]:
+    """The read of a task the poller woke for its `Recv` (see `completer`), made now
+    that it runs. Returns what to resume it with: ``(data, None)`` or ``(None, error)``;
+    or ``(SWITCH, None)``: the data was gone after all, and it waits again."""
+    if task.pending_exc is not None:  # killed or timed out meanwhile: the data stays unread
+        exc = k._take_pending(task)
+        if exc is not None:
+            return None, exc
+    try:
+        data = trap.sock.recv(trap.n)
+    except BlockingIOError:  # someone else took it: wait again, without trying first
+        k.poller.drained.add(trap.fd)
+        return sys_recv(k, task, trap), None
+    except BaseException as error:
+        return None, error
+    if len(data) < trap.n:  # (the drained hint: see sys_io)
+        k.poller.drained.add(trap.fd)
+    else:
+        k.poller.drained.discard(trap.fd)
+    return data, None
 
 
 def sys_close(k: Kernel, task: Task, trap: Close) -> Any:

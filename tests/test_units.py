@@ -16,7 +16,7 @@ from kernel.scheduler import RunQueue
 from kernel.task import Task
 from kernel.timers import TimerQueue
 from kernel.wait import WaitChannels
-from syscalls import join, kill, read, recv, sendall, sleep, spawn, wait_readable
+from syscalls import join, kill, read, recv, sched_yield, sendall, sleep, spawn, wait_readable
 
 
 def _noop():
@@ -591,17 +591,71 @@ def test_recv_parks_and_wakes_a_task_as_kernel_park_and_wake_do():
             same_state(t1, t2)
             assert (t1.trap, t2.trap) == (trap1, trap2) and t1.state is kernel.TaskState.BLOCKED
             b.send(b"x")
-            assert sysio.completer(k)(t1) is True
+            assert sysio.completer(k)(t1) is True  # readable: READY, to read as it runs
             k.poller.unwait(t2, a.fileno(), False)
-            k.wake(t2, b"x")
+            k.wake(t2, trap2)
+            t2.next_exc = sysio.RECV_WHEN_RUN
+            assert (t1.next_value, t2.next_value) == (trap1, trap2)
+            t2.next_value = trap1
             same_state(t1, t2)
-            assert list(k.runq) == [t1, t2] and t1.next_value == b"x" and t1.trap is None
-            assert a.fileno() in k.poller.drained  # a short read: the next recv waits first
+            assert list(k.runq) == [t1, t2] and t1.trap is None
+            assert a.recv(10, socket.MSG_PEEK) == b"x"  # not read yet: still in the socket
             for t in (t1, t2):
                 t.coro.close()
     finally:
         a.close()
         b.close()
+
+
+def _parked_reader(a):
+    """main's side of the two tests below: a reader task parked in recv(a)."""
+    state = kernel.TaskState
+
+    def reader():
+        return (yield recv(a, 10))
+
+    t = yield spawn(reader)
+    while t.state is not state.BLOCKED:
+        yield sched_yield()
+    return t
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_a_reader_killed_after_its_socket_became_readable_leaves_the_data_unread(poller):
+    """The poller only makes a reader READY; it reads when it runs. So a reader killed
+    between the two has taken nothing off the socket."""
+    a, b = socket.socketpair()
+
+    def main():
+        t = yield from _parked_reader(a)
+        b.send(b"hello")
+        yield sched_yield()  # the poller sees a readable, and queues t behind main
+        assert t.state is kernel.TaskState.READY
+        yield kill(t)
+        assert isinstance(t.exception, kernel.Cancelled)
+        return a.recv(10)
+
+    with a, b:
+        assert run(main, poller=poller) == b"hello"
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_a_reader_whose_data_is_gone_when_it_runs_waits_again(poller):
+    a, b = socket.socketpair()
+
+    def main():
+        t = yield from _parked_reader(a)
+        b.send(b"stolen")
+        yield sched_yield()
+        assert t.state is kernel.TaskState.READY
+        assert a.recv(10) == b"stolen"  # taken before the reader's turn
+        yield sched_yield()
+        assert t.state is kernel.TaskState.BLOCKED  # it found nothing, and waits again
+        b.send(b"later")
+        return (yield join(t))
+
+    with a, b:
+        assert run(main, poller=poller) == b"later"
 
 
 def test_instruments_hear_every_recv_block_and_wake():
