@@ -69,6 +69,46 @@ def test_a_timer_called_as_an_undo_cancels_itself():
     assert fired == ["kept"]
 
 
+def test_timer_queue_keeps_fifo_order_among_many_equal_deadlines():
+    """A heap does not keep equal keys in order: expire puts every tie back in FIFO order."""
+    q = TimerQueue()
+    fired = []
+    timers = [q.add(float(i * 7 % 3), fired.append, i) for i in range(300)]
+    for t in timers[::5]:
+        q.cancel(t)
+    assert q.expire(0.5) == 80 and q.next_deadline() == 1.0
+    assert q.expire(math.inf) == 160 and q.next_deadline() is None
+    live = [i for i in range(300) if i % 5]
+    assert fired == sorted(live, key=lambda i: (i * 7 % 3, i))
+
+
+def test_a_timer_is_true_and_gives_its_deadline_as_a_float():
+    q = TimerQueue()
+    timer = q.add(0.0, print)
+    assert timer and bool(timer) is True  # not the truth of its deadline 0.0
+    assert type(timer.deadline) is float and timer.deadline == 0.0
+    assert type(q.next_deadline()) is float
+    assert repr(timer) == "<Timer deadline=0.000000>"
+
+
+def test_an_action_may_cancel_timers_while_they_expire():
+    """Cancelling enough timers compacts the heap in place, inside expire's loop."""
+    q = TimerQueue()
+    fired = []
+    later = [q.add(2.0 + i / 1000, fired.append, i) for i in range(200)]
+
+    def cancel_most(_):
+        fired.append("cancel")
+        for t in later[:150]:
+            t()  # a timer is its undo
+
+    q.add(1.0, cancel_most)
+    assert len(q) == 201
+    assert q.expire(3.0) == 51
+    assert len(q._heap) == 0 and len(q) == 0
+    assert fired == ["cancel", *range(150, 200)]
+
+
 # ── run queue ────────────────────────────────────────────────────────────
 
 
