@@ -644,6 +644,42 @@ def test_recv_parks_and_wakes_a_task_as_kernel_park_and_wake_do():
         b.close()
 
 
+def test_sleep_parks_a_task_as_kernel_park_does():
+    """sys_sleep writes Kernel.park out on a kernel without instruments: the task must be
+    left exactly as k.park leaves it; with an instrument, the block is heard."""
+    from kernel import sysproc
+    from kernel.timers import Timer
+    from kernel.traps import SWITCH, Sleep
+
+    blocks = []
+
+    class Blocks(kernel.Instrument):
+        def block(self, task, trap):
+            blocks.append((task.tid, trap))
+
+    with kernel.Kernel(clock=kernel.VirtualClock(5.0)) as k:
+        assert k._probes is None  # the written-out path
+        t1, t2, t3 = make_task(1), make_task(2), make_task(3)
+        trap1, trap2, trap3 = Sleep(1.5), Sleep(1.5), Sleep(1.5)
+        assert sysproc.sys_sleep(k, t1, trap1) is SWITCH
+        k.park(t2, trap2, k.timers.add(6.5, k.wake, t2))
+        differ = {"tid", "_name", "coro", "trap", "undo"}
+        assert {n: v for n, v in _slots(t1).items() if n not in differ} == {
+            n: v for n, v in _slots(t2).items() if n not in differ
+        }
+        assert t1.state is kernel.TaskState.BLOCKED and t1.trap is trap1
+        for t in (t1, t2):
+            assert type(t.undo) is Timer and t.undo.deadline == 6.5 and t.undo.arg is t
+            assert t.undo.action == k.wake
+        k.add_instrument(Blocks())
+        assert sysproc.sys_sleep(k, t3, trap3) is SWITCH
+        assert blocks == [(3, trap3)] and t3.state is kernel.TaskState.BLOCKED
+        assert k.timers.expire(6.5) == 3
+        assert list(k.runq) == [t1, t2, t3] and t1.trap is None and t1.undo is None
+        for t in (t1, t2, t3):
+            t.coro.close()
+
+
 def test_instruments_hear_every_recv_block_and_wake():
     """An instrumented kernel parks and wakes a Recv through k.park and k.wake, which the
     probes shadow."""
