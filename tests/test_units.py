@@ -680,6 +680,30 @@ def test_sleep_parks_a_task_as_kernel_park_does():
             t.coro.close()
 
 
+@pytest.mark.parametrize("bad", [-1, -0.5, math.nan, "1", None, [1], 1j])
+def test_sleep_and_the_sleep_trap_reject_the_same_lengths(bad):
+    """syscalls.sleep builds its trap without Sleep.__init__: both check alike."""
+    from kernel.traps import Sleep
+
+    with pytest.raises((TypeError, ValueError)) as direct:
+        Sleep(bad)
+    with pytest.raises(type(direct.value), match="sleep length must be a"):
+        sleep(bad)
+    assert str(direct.value) == str(pytest.raises(Exception, sleep, bad).value)
+
+
+@pytest.mark.parametrize("good", [0, 3, True, 2.5, math.inf])
+def test_sleep_and_the_sleep_trap_take_the_same_lengths(good):
+    from fractions import Fraction
+
+    from kernel.traps import Sleep
+
+    for value in (good, Fraction(1, 4)):
+        trap = sleep(value)
+        assert type(trap) is Sleep and type(trap.seconds) is float
+        assert trap.seconds == Sleep(value).seconds == float(value)
+
+
 def test_instruments_hear_every_recv_block_and_wake():
     """An instrumented kernel parks and wakes a Recv through k.park and k.wake, which the
     probes shadow."""
