@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 
 # Module constants: looking an enum member up on its class is slow on the hot path.
-READY, EXITED = TaskState.READY, TaskState.EXITED
+READY, BLOCKED, EXITED = TaskState.READY, TaskState.BLOCKED, TaskState.EXITED
 
 
 def sys_spawn(k: Kernel, task: Task, trap: Spawn) -> Any:
@@ -56,17 +56,26 @@ def sys_sched_yield(k: Kernel, task: Task, trap: Any) -> Any:
 
 
 def sys_sleep(k: Kernel, task: Task, trap: Sleep) -> Any:
-    seconds = trap.seconds
+    seconds = trap.seconds  # a float >= 0: Sleep checked it
+    if 0.0 < seconds < _INF:  # the common case first: one test
+        timer = k.timers.add(k.clock() + seconds, k.wake, task)  # wake(task): resumes with None
+        if k._probes is not None:
+            k.park(task, trap, timer)  # the undo: calling the timer cancels it
+            return SWITCH
+        # Kernel.park, written out while no instrument listens (as sysio.sys_recv does).
+        task.state = BLOCKED
+        task.trap = trap
+        task.undo = timer
+        return SWITCH
     if seconds == 0.0:
         return sys_sched_yield(k, task, trap)
-    if math.isinf(seconds):
-        # Only kill (or deadlock) ends this wait. Parked in a shared trap, not its own:
-        # a task blocked for ever holds no per-task memory beyond its TCB and frame.
-        k.park(task, SLEEP_FOREVER, _nothing_to_undo)
-        return SWITCH
-    timer = k.timers.add(k.clock() + seconds, k.wake, task)  # wake(task): resumes with None
-    k.park(task, trap, timer)  # the undo: calling the timer cancels it
+    # Only kill (or deadlock) ends this wait. Parked in a shared trap, not its own:
+    # a task blocked for ever holds no per-task memory beyond its TCB and frame.
+    k.park(task, SLEEP_FOREVER, _nothing_to_undo)
     return SWITCH
+
+
+_INF = math.inf
 
 
 SLEEP_FOREVER = Sleep(math.inf)

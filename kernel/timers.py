@@ -25,9 +25,12 @@ away. To keep memory bounded when most timers are cancelled (timeouts that
 never fire are the common case), the heap is rebuilt without the dead
 entries once they outnumber the live ones.
 
-Heap entries are ``(deadline, seq, timer)`` tuples: tuples compare in C, the
-unique ``seq`` breaks ties between equal deadlines in FIFO order, and the
-comparison never reaches the `Timer` object.
+A timer *is* its deadline: `Timer` is a float subclass, so the heap holds
+the timers themselves and compares them as plain floats, in C, with no
+``(deadline, seq, timer)`` tuple to build per timer (or to compare item by
+item: about twice the work). A heap does not keep equal keys in the order they
+came, so ties are put in FIFO order when they expire, by the ``seq`` each
+timer is numbered with; a tie is always due as a whole, so it fires as one.
 
 A timer calls ``action(arg)``: a sleeping task's timer is ``(kernel.wake,
 task)``, a cancel scope's ``(CancelScope._expire, scope)``. Giving the
@@ -96,33 +99,46 @@ class VirtualClock:
 _COMPACT_MIN = 64
 
 
-class Timer:
+class Timer(float):
     """One pending deadline: ``action(arg)`` runs when it expires. ``action`` is None
-    once the timer has fired or been cancelled."""
+    once the timer has fired or been cancelled.
 
-    __slots__ = ("deadline", "action", "arg", "queue")
+    A timer *is* its deadline, a float (see the module docstring): it compares and
+    hashes as one, so keep timers out of sets and dicts. ``seq`` orders timers
+    with equal deadlines.
+    """
 
-    def __init__(
-        self, deadline: float, action: Callable[[Any], None], arg: Any, queue: TimerQueue
-    ) -> None:
-        self.deadline = deadline
-        self.action: Optional[Callable[[Any], None]] = action
-        self.arg = arg
-        self.queue = queue
+    __slots__ = ("seq", "action", "arg", "queue")
+
+    seq: int
+    action: Optional[Callable[[Any], None]]
+    arg: Any
+    queue: TimerQueue
+
+    @property
+    def deadline(self) -> float:
+        return float(self)
+
+    def __bool__(self) -> bool:
+        return True  # a timer, even one due at 0.0: not its deadline's truth
 
     def __call__(self, task: object = None) -> None:
         """Cancel the timer: so the timer itself is a sleeping task's undo (``undo(task)``)."""
         self.queue.cancel(self)
 
     def __repr__(self) -> str:
-        return f"<Timer deadline={self.deadline:.6f}{'' if self.action else ' (done)'}>"
+        return f"<Timer deadline={float(self):.6f}{'' if self.action else ' (done)'}>"
+
+
+def _seq_of(timer: Timer) -> int:
+    return timer.seq
 
 
 class TimerQueue:
     """A min-heap of timers with lazy cancellation."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Timer]] = []
+        self._heap: list[Timer] = []
         self._seq = itertools.count()
         self.live = 0  # timers neither fired nor cancelled
 
@@ -131,8 +147,12 @@ class TimerQueue:
 
     def add(self, deadline: float, action: Callable[[Any], None], arg: Any = None) -> Timer:
         """Run ``action(arg)`` once the clock reaches ``deadline``."""
-        timer = Timer(deadline, action, arg, self)
-        heapq.heappush(self._heap, (deadline, next(self._seq), timer))
+        timer = Timer(deadline)  # (the fields are set here, not by an __init__: a call less)
+        timer.seq = next(self._seq)
+        timer.action = action
+        timer.arg = arg
+        timer.queue = self
+        heapq.heappush(self._heap, timer)
         self.live += 1
         return timer
 
@@ -144,22 +164,38 @@ class TimerQueue:
         self.live -= 1
         dead = len(self._heap) - self.live
         if dead > _COMPACT_MIN and dead > self.live:
-            self._heap = [entry for entry in self._heap if entry[2].action is not None]
+            # In place: `expire` may be looping over this very list (an action cancels).
+            self._heap[:] = [t for t in self._heap if t.action is not None]
             heapq.heapify(self._heap)
 
     def next_deadline(self) -> Optional[float]:
         """The earliest live deadline, or None when no timer is pending."""
         heap = self._heap
-        while heap and heap[0][2].action is None:
+        while heap and heap[0].action is None:
             heapq.heappop(heap)  # a cancelled timer reached the top: drop it now
-        return heap[0][0] if heap else None
+        return float(heap[0]) if heap else None
 
     def expire(self, now: float) -> int:
         """Run the action of every timer whose deadline is ``<= now``; return how many ran."""
         heap = self._heap
         fired = 0
-        while heap and heap[0][0] <= now:
-            timer = heapq.heappop(heap)[2]
+        while heap and heap[0] <= now:
+            timer = heapq.heappop(heap)
+            if heap and heap[0] == timer:
+                # Discussion: a heap does not keep equal keys in order, so a tie is put
+                # in FIFO order (by seq) here: all of it is due, and fires now.
+                ties = [timer]
+                while heap and heap[0] == timer:
+                    ties.append(heapq.heappop(heap))
+                ties.sort(key=_seq_of)
+                for timer in ties:
+                    action = timer.action
+                    if action is not None:
+                        timer.action = None
+                        self.live -= 1
+                        fired += 1
+                        action(timer.arg)
+                continue
             action = timer.action
             if action is not None:
                 timer.action = None

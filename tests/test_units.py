@@ -69,6 +69,46 @@ def test_a_timer_called_as_an_undo_cancels_itself():
     assert fired == ["kept"]
 
 
+def test_timer_queue_keeps_fifo_order_among_many_equal_deadlines():
+    """A heap does not keep equal keys in order: expire puts every tie back in FIFO order."""
+    q = TimerQueue()
+    fired = []
+    timers = [q.add(float(i * 7 % 3), fired.append, i) for i in range(300)]
+    for t in timers[::5]:
+        q.cancel(t)
+    assert q.expire(0.5) == 80 and q.next_deadline() == 1.0
+    assert q.expire(math.inf) == 160 and q.next_deadline() is None
+    live = [i for i in range(300) if i % 5]
+    assert fired == sorted(live, key=lambda i: (i * 7 % 3, i))
+
+
+def test_a_timer_is_true_and_gives_its_deadline_as_a_float():
+    q = TimerQueue()
+    timer = q.add(0.0, print)
+    assert timer and bool(timer) is True  # not the truth of its deadline 0.0
+    assert type(timer.deadline) is float and timer.deadline == 0.0
+    assert type(q.next_deadline()) is float
+    assert repr(timer) == "<Timer deadline=0.000000>"
+
+
+def test_an_action_may_cancel_timers_while_they_expire():
+    """Cancelling enough timers compacts the heap in place, inside expire's loop."""
+    q = TimerQueue()
+    fired = []
+    later = [q.add(2.0 + i / 1000, fired.append, i) for i in range(200)]
+
+    def cancel_most(_):
+        fired.append("cancel")
+        for t in later[:150]:
+            t()  # a timer is its undo
+
+    q.add(1.0, cancel_most)
+    assert len(q) == 201
+    assert q.expire(3.0) == 51
+    assert len(q._heap) == 0 and len(q) == 0
+    assert fired == ["cancel", *range(150, 200)]
+
+
 # ── run queue ────────────────────────────────────────────────────────────
 
 
@@ -656,6 +696,66 @@ def test_a_reader_whose_data_is_gone_when_it_runs_waits_again(poller):
 
     with a, b:
         assert run(main, poller=poller) == b"later"
+
+
+def test_sleep_parks_a_task_as_kernel_park_does():
+    """sys_sleep writes Kernel.park out on a kernel without instruments: the task must be
+    left exactly as k.park leaves it; with an instrument, the block is heard."""
+    from kernel import sysproc
+    from kernel.timers import Timer
+    from kernel.traps import SWITCH, Sleep
+
+    blocks = []
+
+    class Blocks(kernel.Instrument):
+        def block(self, task, trap):
+            blocks.append((task.tid, trap))
+
+    with kernel.Kernel(clock=kernel.VirtualClock(5.0)) as k:
+        assert k._probes is None  # the written-out path
+        t1, t2, t3 = make_task(1), make_task(2), make_task(3)
+        trap1, trap2, trap3 = Sleep(1.5), Sleep(1.5), Sleep(1.5)
+        assert sysproc.sys_sleep(k, t1, trap1) is SWITCH
+        k.park(t2, trap2, k.timers.add(6.5, k.wake, t2))
+        differ = {"tid", "_name", "coro", "trap", "undo"}
+        assert {n: v for n, v in _slots(t1).items() if n not in differ} == {
+            n: v for n, v in _slots(t2).items() if n not in differ
+        }
+        assert t1.state is kernel.TaskState.BLOCKED and t1.trap is trap1
+        for t in (t1, t2):
+            assert type(t.undo) is Timer and t.undo.deadline == 6.5 and t.undo.arg is t
+            assert t.undo.action == k.wake
+        k.add_instrument(Blocks())
+        assert sysproc.sys_sleep(k, t3, trap3) is SWITCH
+        assert blocks == [(3, trap3)] and t3.state is kernel.TaskState.BLOCKED
+        assert k.timers.expire(6.5) == 3
+        assert list(k.runq) == [t1, t2, t3] and t1.trap is None and t1.undo is None
+        for t in (t1, t2, t3):
+            t.coro.close()
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, math.nan, "1", None, [1], 1j])
+def test_sleep_and_the_sleep_trap_reject_the_same_lengths(bad):
+    """syscalls.sleep builds its trap without Sleep.__init__: both check alike."""
+    from kernel.traps import Sleep
+
+    with pytest.raises((TypeError, ValueError)) as direct:
+        Sleep(bad)
+    with pytest.raises(type(direct.value), match="sleep length must be a") as via_sleep:
+        sleep(bad)
+    assert str(via_sleep.value) == str(direct.value)
+
+
+@pytest.mark.parametrize("good", [0, 3, True, 2.5, math.inf])
+def test_sleep_and_the_sleep_trap_take_the_same_lengths(good):
+    from fractions import Fraction
+
+    from kernel.traps import Sleep
+
+    for value in (good, Fraction(1, 4)):
+        trap = sleep(value)
+        assert type(trap) is Sleep and type(trap.seconds) is float
+        assert trap.seconds == Sleep(value).seconds == float(value)
 
 
 def test_instruments_hear_every_recv_block_and_wake():
