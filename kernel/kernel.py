@@ -599,14 +599,35 @@ class Kernel:
             self.exit_task(task, None, error or Cancelled("closed by the kernel"))
 
     def _abort(self) -> None:
-        """Emergency stop (a kernel bug, a forced Ctrl-C): close every task without scheduling."""
+        """Emergency stop (a kernel bug, a forced Ctrl-C): close every task without scheduling.
+
+        A task that was woken but has not run yet may hold something it was
+        handed: a queue item, a lock, a permit, a joined task's result. As a
+        kill does (it raises at the task's *next* trap), the abort first lets
+        the task receive it: `_step` with a trap table that serves nothing
+        resumes it and stops at the next trap it yields, where `_close` then
+        throws GeneratorExit, so its cleanup sees what it got. Only a task
+        woken with an exception (nothing to lose) or never started is closed
+        as it is.
+        """
+        from collections import defaultdict  # (here: an abort is rare)
+
+        def stop_here(k: Kernel, task: Task, trap: Any) -> Any:
+            return SWITCH  # the task stays RUNNING, suspended at this trap, to be closed there
+
+        unserved: dict[type, Callable[..., Any]] = defaultdict(lambda: stop_here)
         self.stopping = True
         self.runq.clear()
         for task in sorted(self.tasks.values(), key=lambda t: t.tid):
             if task.state is BLOCKED and task.undo is not None:
                 task.undo(task)
-            self.exit_waiters.pop(task, None)  # nobody will be scheduled to hear of it
-            self._close(task)
+            elif task.state is READY and task.next_exc is None and not not_started(task.coro):
+                Kernel._step(self, task, unserved)  # (the class's: instruments see no run)
+            # Discussion: a task's exit waiters are left in place, so that its close wakes
+            # them with its outcome (they are closed later in this loop); each keeps its
+            # undo working until then (a joiner's undo looks for its place in the list).
+            if task.state is not EXITED:
+                self._close(task)
         self.runq.clear()
 
     # ── Looking inside (procfs.py) ───────────────────────────────────────

@@ -1,30 +1,41 @@
 """Synchronization: Event, Lock, RLock, Semaphore, BoundedSemaphore, Condition, Barrier.
 
-These are the classic OS primitives, rebuilt from one kernel mechanism:
-wait channels (`wait_on` / `wakeup`, see kernel/wait.py). They never touch
-kernel internals, so they are also a worked example of building your own.
+These are the classic OS primitives, rebuilt from public kernel mechanisms:
+wait channels (`wait_on` / `wakeup`, see kernel/wait.py), conditional waits
+and operations with a fast path. They never touch kernel internals, so they
+are also a worked example of building your own.
 
-**Hand-off.** Every task that must wait gets a small `_Waiter` of its own,
-kept in a FIFO deque on the primitive, and parks on it (the waiter *is* its
-wait channel). Whoever makes progress possible (``release()``, ``set()``,
-``notify()``...) pops the oldest waiter, *gives it* what it waited for (the
-lock's ownership, a permit, a notification) and wakes it. The woken task does
-not compete again for the thing: it already has it. That is what makes the
-primitives fair (no barging: a task arriving later cannot overtake one that
-waits) and what makes cancellation safe:
+**Fast path, slow path.** As a futex-based mutex, each primitive first tries
+to complete at once, in the kernel, at the trap: a free lock, a free permit,
+a set event cost one trap and no generator. Only a task that must wait pays
+for more. Event and Semaphore are *conditional waits*
+(``wait_on(channel, attempt)``: one trap object, made once, serves every
+call): the attempt takes a permit or sees the flag, or the task parks on the
+primitive's channel, in the same step. Lock and RLock are operations with a
+fast path (``@operation(attempt=...)``): their waiters need a name, so the
+slow path is a short subroutine that queues a `_Waiter` and parks on it.
+
+**Hand-off.** Whoever makes progress possible (``release()``, ``set()``,
+``notify()``...) wakes the oldest waiter and *gives it* what it waited for
+(the lock's ownership, a permit) with the wakeup: ``wakeup(chan, 1, True)``
+resumes it with True as the result of its wait. The woken task does not
+compete again for the thing: it already has it. That is what makes the
+primitives fair (no barging: a task arriving later finds the lock owned, or
+no free permit, and queues behind) and what makes cancellation safe:
 
 * A waiter killed or timed out while BLOCKED is taken off its channel by the
-  kernel at once, so a later ``wakeup(waiter)`` finds nobody and answers 0:
-  the waker then skips it and serves the next one. When the interrupted task
-  runs, it takes its waiter out of the deque (if still there) and unwinds. So
-  a killed waiter never holds a lock, a permit is never lost.
+  kernel at once, so a wakeup never hands it anything: it goes to the next
+  waiter. (A lock's waiter left in the deque is skipped, as ``wakeup``
+  answers 0 for it, and takes itself out when it unwinds.)
 * A waiter that was handed something (it is READY) and is killed before it
   runs keeps what it was handed; `kernel.Cancelled` comes at its next trap.
   So a generator task must release in a ``finally`` right after acquiring.
+  An emergency stop (`Kernel._abort`) does the same: the task gets what it
+  was handed before it is closed at its next trap.
 
-Invariants, checked with asserts: an unlocked lock and a semaphore with a
-free permit have no waiters (every release hands off first); a waiter is in
-its primitive's deque exactly while ``waiter.queued``.
+Invariants: an unlocked lock and a semaphore with a free permit have no
+waiters (every release hands off first); a lock's owner is a task that was
+given it by its fast path or by a hand-off, never one still parked.
 
 Blocking methods are `operation`s, so they work in both task styles::
 
@@ -49,8 +60,8 @@ from collections import deque
 from typing import Any, Callable, Generator, Optional, TypeVar, Union
 
 from kernel import Task, TaskState
-from kernel.traps import Operation
-from syscalls import current_task, operation, shield, wait_on, wakeup
+from kernel.traps import Trap, WaitOn
+from syscalls import WOULD_BLOCK, current_task, operation, shield, wait_on, waiting, wakeup
 
 __all__ = [
     "Barrier",
@@ -66,11 +77,28 @@ __all__ = [
 T = TypeVar("T")
 
 
-# ── Waiters and hand-off: the machinery shared by every primitive ────────
+# ── Waiters and channels: the machinery shared by the primitives ─────────
+
+
+class _Channel:
+    """The wait channel of a primitive whose waiters are all alike (an Event's, a
+    Semaphore's, a Condition's): the kernel keeps its tasks in arrival order.
+    The repr is what a deadlock report and ``ps`` show. Hashed by identity."""
+
+    __slots__ = ("what", "primitive")
+
+    def __init__(self, what: str, primitive: object) -> None:
+        self.what = what  # for people: "waiting for", ...
+        self.primitive = primitive
+
+    def __repr__(self) -> str:
+        return f"<{self.what} {self.primitive!r}>"
 
 
 class _Waiter:
-    """One waiting task's place in a primitive's FIFO, and its private wait channel.
+    """One waiting task's place in a primitive's FIFO, and its private wait channel:
+    for the primitives that must know *who* waits (a lock's next owner) or give
+    each waiter its own outcome (a Barrier's).
 
     ``handed`` turns True when a waker gives the task what it waits for;
     ``value`` carries anything more (the Barrier's outcome). Hashed by identity.
@@ -92,16 +120,12 @@ class _Waiter:
 
 
 def _park(
-    waiters: deque[_Waiter],
-    w: _Waiter,
-    give_back: Optional[Callable[[_Waiter], None]] = None,
-    abandon: Optional[Callable[[], None]] = None,
+    waiters: deque[_Waiter], w: _Waiter, abandon: Callable[[], None]
 ) -> Generator[Any, Any, None]:
     """Queue ``w`` and wait until a waker hands it something (use with ``yield from``).
 
-    If the wait is interrupted (kill, timeout, GeneratorExit), take ``w`` out of
-    the queue and call ``abandon()``; if it had been handed something after all,
-    pass that on with ``give_back(w)``. Then re-raise.
+    If the wait is interrupted (kill, timeout, GeneratorExit) before that, take
+    ``w`` out of the queue and call ``abandon()``. Then re-raise.
     """
     waiters.append(w)
     w.queued = True
@@ -112,30 +136,8 @@ def _park(
         if w.queued:
             w.queued = False
             waiters.remove(w)
-            if abandon is not None:
-                abandon()
-        elif w.handed and give_back is not None:
-            # Discussion: the kernel never raises at a trap in a task that was woken
-            # (it keeps what it was handed), so this only runs when the kernel closes
-            # a READY task in an emergency stop. Pass the thing on rather than leak it.
-            give_back(w)
+            abandon()
         raise
-
-
-def _hand_off(waiters: deque[_Waiter]) -> Optional[_Waiter]:
-    """Give the oldest waiter that is still parked what it waits for, and wake it.
-
-    Return that waiter, or None if no waiter is left. A waiter whose task was
-    interrupted meanwhile (wakeup finds it no longer parked) is skipped: it is
-    unwinding and will not take anything.
-    """
-    while waiters:
-        w = waiters.popleft()
-        w.queued = False
-        if wakeup(w, 1):
-            w.handed = True
-            return w
-    return None
 
 
 def _who(task: Task) -> str:
@@ -144,8 +146,8 @@ def _who(task: Task) -> str:
     return f"tid {task.tid} {task.name!r}{dead}"
 
 
-def _waiting(waiters: deque[_Waiter]) -> str:
-    return f", {len(waiters)} waiting" if waiters else ""
+def _waiting(n: int) -> str:
+    return f", {n} waiting" if n else ""
 
 
 class _Acquirable:
@@ -155,7 +157,7 @@ class _Acquirable:
     __slots__ = ()
     _var = "lock"  # what the TypeError calls the object: `yield lock.acquire()`
 
-    def acquire(self) -> Operation[bool]:
+    def acquire(self) -> Trap[bool]:
         raise NotImplementedError
 
     def release(self) -> None:
@@ -196,16 +198,23 @@ class Event:
 
         def user(ready):
             yield ready.wait()
+
+    ``wait()`` is one conditional wait: the kernel looks at the flag and parks
+    the task only if it is down, in the same step, so a ``set()`` can never
+    slip in between the look and the sleep.
     """
 
-    __slots__ = ("_flag", "_waiters")
+    __slots__ = ("_flag", "_channel", "_wait")
 
     def __init__(self) -> None:
         self._flag = False
-        self._waiters: deque[_Waiter] = deque()
+        self._channel = _Channel("waiting for", self)
+        # The wait trap: made once, as traps are immutable (a cycle the GC collects).
+        self._wait: WaitOn[bool] = wait_on(self._channel, self._wait_now)
 
     def __repr__(self) -> str:
-        return f"<Event {'set' if self._flag else 'unset'}{_waiting(self._waiters)}>"
+        state = "set" if self._flag else "unset"
+        return f"<Event {state}{_waiting(waiting(self._channel))}>"
 
     def is_set(self) -> bool:
         return self._flag
@@ -213,19 +222,18 @@ class Event:
     def set(self) -> None:
         """Raise the flag and wake every waiting task (a plain call: it never blocks)."""
         self._flag = True
-        while _hand_off(self._waiters) is not None:
-            pass
+        wakeup(self._channel, None, True)  # each wait returns True, even if cleared meanwhile
 
     def clear(self) -> None:
         """Lower the flag: later ``wait()`` calls block until the next ``set()``."""
         self._flag = False
 
-    @operation
-    def wait(self) -> Generator[Any, Any, bool]:
+    def _wait_now(self) -> bool:
+        return True if self._flag else WOULD_BLOCK
+
+    def wait(self) -> WaitOn[bool]:
         """Block until the flag is set (at once if it is); the result is True."""
-        if not self._flag:
-            yield from _park(self._waiters, _Waiter("waiting for", self, current_task()))
-        return True
+        return self._wait
 
 
 # ── Locks ────────────────────────────────────────────────────────────────
@@ -249,18 +257,23 @@ class Lock(_Acquirable):
                 yield store(account, balance + 1)
             finally:
                 lock.release()
+
+    A free lock costs one trap and no generator (the fast path, run by the
+    kernel at the trap); only a task that must wait runs the subroutine that
+    queues it.
     """
 
     __slots__ = ("_owner", "_waiters")
 
     def __init__(self) -> None:
         self._owner: Optional[Task] = None  # None <=> unlocked
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[_Waiter] = deque()  # blocked acquires, oldest first
 
     def __repr__(self) -> str:
         if self._owner is None:
             return f"<{type(self).__name__} unlocked>"
-        return f"<{type(self).__name__} locked by {_who(self._owner)}{_waiting(self._waiters)}>"
+        n = len(self._waiters)
+        return f"<{type(self).__name__} locked by {_who(self._owner)}{_waiting(n)}>"
 
     def locked(self) -> bool:
         return self._owner is not None
@@ -270,39 +283,49 @@ class Lock(_Acquirable):
         """The task holding the lock, or None."""
         return self._owner
 
-    @operation
-    def acquire(self) -> Generator[Any, Any, bool]:
-        """Block until the lock is free and this task owns it; the result is True."""
+    def _acquire_now(self) -> bool:
+        """Acquire's fast path (the kernel runs it at the trap): take a free lock;
+        WOULD_BLOCK if another task holds it."""
         me = current_task()
-        if self._owner is None:
-            assert not self._waiters, f"{self!r}: unlocked with waiters"
-            self._owner = me
+        owner = self._owner
+        if owner is None:
+            self._owner = me  # (no waiters: a release with waiters hands the lock on)
             return True
-        if self._owner is me:
+        if owner is me:
             raise RuntimeError(
                 f"{self!r}: tid {me.tid} acquires a Lock it already holds "
                 "(it would wait for ever); use an RLock"
             )
-        yield from _park(
-            self._waiters, _Waiter("waiting to acquire", self, me), give_back=self._give_back
-        )
-        assert self._owner is me
+        return WOULD_BLOCK  # type: ignore[no-any-return]
+
+    @operation(attempt=_acquire_now)
+    def acquire(self) -> Generator[Any, Any, bool]:
+        """Block until the lock is free and this task owns it; the result is True."""
+        me = current_task()
+        if self._owner is None or self._owner is me:  # (the fast path, when run alone)
+            return self._acquire_now()
+        w = _Waiter("waiting to acquire", self, me)
+        self._waiters.append(w)
+        try:
+            yield WaitOn(w)  # wait_on(w), made directly: a release hands the lock over (True)
+        except BaseException:
+            _leave_line(self, w)
+            raise
+        assert self._owner is me, f"{self!r}: woken tid {me.tid} does not own it"
         return True
 
     def release(self) -> None:
         """Let go of the lock: the longest-waiting task gets it now (a plain call)."""
-        me = current_task()
-        if self._owner is not me:
+        if self._owner is not current_task():
+            me = current_task()
             raise RuntimeError(f"{self!r}: tid {me.tid} releases a lock it does not hold")
-        self._pass_on()
+        if self._waiters:
+            self._pass_on()
+        else:
+            self._owner = None
 
     def _pass_on(self) -> None:
-        w = _hand_off(self._waiters)
-        self._owner = None if w is None else w.task
-
-    def _give_back(self, w: _Waiter) -> None:
-        if self._owner is w.task:
-            self._pass_on()
+        self._owner = _hand_lock_on(self._waiters)
 
     # The protocol Condition uses to let go of the lock while it waits.
     def _is_owned(self) -> bool:
@@ -316,12 +339,40 @@ class Lock(_Acquirable):
         yield from self.acquire()
 
 
+def _leave_line(lock: Union[Lock, RLock], w: _Waiter) -> None:
+    """A lock's waiter ``w`` is unwinding from its wait (killed, timed out, closed):
+    take it out of the line, or, had it been handed the lock after all, pass it on."""
+    if lock._owner is w.task:
+        # Discussion: the kernel never raises at the trap of a task it has woken (the
+        # task keeps what it was handed; a kill comes at its next trap), and an
+        # emergency stop lets it receive it first. Should a task still unwind here
+        # holding the lock, pass the lock on rather than leak it.
+        lock._pass_on()
+        return
+    try:
+        lock._waiters.remove(w)
+    except ValueError:
+        pass  # a release popped it, found it leaving, and passed it over
+
+
+def _hand_lock_on(waiters: deque[_Waiter]) -> Optional[Task]:
+    """Give the lock to the oldest waiter still parked and wake it; return the new
+    owner, or None if nobody is left. A waiter whose task was interrupted
+    meanwhile (``wakeup`` finds it no longer parked) is skipped: it is unwinding."""
+    while waiters:
+        w = waiters.popleft()
+        if wakeup(w, 1, True):
+            return w.task
+    return None
+
+
 class RLock(_Acquirable):
     """A re-entrant lock: the owning task may acquire it again, and must release it
     as many times as it acquired it before another task gets it.
 
     Useful when a function that takes the lock calls another that takes it
-    too. Otherwise it behaves as `Lock` (FIFO hand-off, owner-only release)::
+    too. Otherwise it behaves as `Lock` (FIFO hand-off, owner-only release,
+    a fast path when free)::
 
         def update(rlock, table):
             yield rlock.acquire()
@@ -337,14 +388,13 @@ class RLock(_Acquirable):
     def __init__(self) -> None:
         self._owner: Optional[Task] = None  # None <=> unlocked <=> _count == 0
         self._count = 0  # how many acquires the owner has not released yet
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[_Waiter] = deque()  # blocked acquires, oldest first
 
     def __repr__(self) -> str:
         if self._owner is None:
             return "<RLock unlocked>"
-        return (
-            f"<RLock locked by {_who(self._owner)} (depth {self._count}){_waiting(self._waiters)}>"
-        )
+        n = len(self._waiters)
+        return f"<RLock locked by {_who(self._owner)} (depth {self._count}){_waiting(n)}>"
 
     def locked(self) -> bool:
         return self._owner is not None
@@ -353,21 +403,32 @@ class RLock(_Acquirable):
     def owner(self) -> Optional[Task]:
         return self._owner
 
-    @operation
+    def _acquire_now(self) -> bool:
+        """Acquire's fast path: one level more for the owner, or a free lock taken."""
+        me = current_task()
+        owner = self._owner
+        if owner is me:
+            self._count += 1
+            return True
+        if owner is None:
+            self._owner, self._count = me, 1
+            return True
+        return WOULD_BLOCK  # type: ignore[no-any-return]
+
+    @operation(attempt=_acquire_now)
     def acquire(self) -> Generator[Any, Any, bool]:
         """Block until this task owns the lock (at once if it already does); True."""
         me = current_task()
-        if self._owner is me:
-            self._count += 1
-            return True
-        if self._owner is None:
-            assert not self._waiters, f"{self!r}: unlocked with waiters"
-            self._owner, self._count = me, 1
-            return True
-        yield from _park(
-            self._waiters, _Waiter("waiting to acquire", self, me), give_back=self._give_back
-        )
-        assert self._owner is me and self._count == 1
+        if self._owner is None or self._owner is me:  # (the fast path, when run alone)
+            return self._acquire_now()
+        w = _Waiter("waiting to acquire", self, me)
+        self._waiters.append(w)
+        try:
+            yield WaitOn(w)  # wait_on(w), made directly: a release hands the lock over (True)
+        except BaseException:
+            _leave_line(self, w)
+            raise
+        assert self._owner is me and self._count == 1, f"{self!r}: woken tid {me.tid}"
         return True
 
     def release(self) -> None:
@@ -380,12 +441,8 @@ class RLock(_Acquirable):
             self._pass_on()
 
     def _pass_on(self) -> None:
-        w = _hand_off(self._waiters)
-        self._owner, self._count = (None, 0) if w is None else (w.task, 1)
-
-    def _give_back(self, w: _Waiter) -> None:
-        if self._owner is w.task:
-            self._pass_on()
+        owner = self._owner = _hand_lock_on(self._waiters)
+        self._count = 0 if owner is None else 1
 
     def _is_owned(self) -> bool:
         return self._owner is current_task()
@@ -417,19 +474,25 @@ class Semaphore(_Acquirable):
                 ...
             finally:
                 sem.release()
+
+    ``acquire()`` is one conditional wait, free permit or not: the kernel
+    takes a permit at the trap, or parks the task on the semaphore's
+    channel, where ``release()`` hands it one.
     """
 
-    __slots__ = ("_value", "_waiters")
+    __slots__ = ("_value", "_channel", "_acquire")
     _var = "sem"
 
     def __init__(self, value: int = 1) -> None:
         if value < 0:
             raise ValueError(f"{type(self).__name__} initial value must be >= 0, not {value}")
         self._value = value  # free permits; > 0 => no waiters
-        self._waiters: deque[_Waiter] = deque()
+        self._channel = _Channel("waiting to acquire", self)
+        # The acquire trap: made once, as traps are immutable (a cycle the GC collects).
+        self._acquire: WaitOn[bool] = wait_on(self._channel, self._acquire_now)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} value={self._value}{_waiting(self._waiters)}>"
+        return f"<{type(self).__name__} value={self._value}{_waiting(waiting(self._channel))}>"
 
     @property
     def value(self) -> int:
@@ -440,24 +503,20 @@ class Semaphore(_Acquirable):
         """True when ``acquire()`` would have to wait."""
         return self._value == 0
 
-    @operation
-    def acquire(self) -> Generator[Any, Any, bool]:
-        """Take a permit, waiting for one if none is free; the result is True."""
+    def _acquire_now(self) -> bool:
         if self._value > 0:
-            assert not self._waiters, f"{self!r}: free permits with waiters"
             self._value -= 1
             return True
-        w = _Waiter("waiting to acquire", self, current_task())
-        yield from _park(self._waiters, w, give_back=self._give_back)
-        return True
+        return WOULD_BLOCK  # type: ignore[no-any-return]
+
+    def acquire(self) -> WaitOn[bool]:
+        """Take a permit, waiting for one if none is free; the result is True."""
+        return self._acquire
 
     def release(self) -> None:
         """Give a permit back: to the longest-waiting task, else to the pool (a plain call)."""
-        if _hand_off(self._waiters) is None:
+        if not wakeup(self._channel, 1, True):
             self._value += 1
-
-    def _give_back(self, w: _Waiter) -> None:
-        Semaphore.release(self)
 
 
 class BoundedSemaphore(Semaphore):
@@ -473,7 +532,8 @@ class BoundedSemaphore(Semaphore):
         self._bound = value
 
     def __repr__(self) -> str:
-        return f"<BoundedSemaphore value={self._value}/{self._bound}{_waiting(self._waiters)}>"
+        n = waiting(self._channel)
+        return f"<BoundedSemaphore value={self._value}/{self._bound}{_waiting(n)}>"
 
     def release(self) -> None:
         if self._value + 1 > self._bound:
@@ -513,22 +573,23 @@ class Condition(_Acquirable):
     before the exception unwinds, so the caller's ``finally: release()`` is right.
     """
 
-    __slots__ = ("_lock", "_waiters")
+    __slots__ = ("_lock", "_channel", "_sleep")
     _var = "cond"
 
     def __init__(self, lock: Optional[Union[Lock, RLock]] = None) -> None:
         self._lock: Union[Lock, RLock] = Lock() if lock is None else lock
-        self._waiters: deque[_Waiter] = deque()
+        self._channel = _Channel("waiting to be notified by", self)  # the kernel's FIFO
+        self._sleep: WaitOn[Any] = wait_on(self._channel)  # made once: traps are immutable
 
     def __repr__(self) -> str:
-        return f"<Condition on {self._lock!r}{_waiting(self._waiters)}>"
+        return f"<Condition on {self._lock!r}{_waiting(waiting(self._channel))}>"
 
     @property
     def lock(self) -> Union[Lock, RLock]:
         return self._lock
 
-    def acquire(self) -> Operation[bool]:
-        """Acquire the underlying lock (an operation: ``yield cond.acquire()``)."""
+    def acquire(self) -> Trap[bool]:
+        """Acquire the underlying lock (a trap: ``yield cond.acquire()``)."""
         return self._lock.acquire()
 
     def release(self) -> None:
@@ -546,11 +607,10 @@ class Condition(_Acquirable):
         """Release the lock, wait for a ``notify()``, re-acquire the lock; True."""
         self._check_owned("wait")
         lock = self._lock
-        w = _Waiter("waiting to be notified by", self, current_task())
         saved = lock._release_save()
         closing = False
         try:
-            yield from _park(self._waiters, w, give_back=self._give_back)
+            yield self._sleep  # only notify() wakes this channel: no need to look again
         except GeneratorExit:
             closing = True  # the kernel is closing this task: it may not wait any more
             raise
@@ -576,18 +636,13 @@ class Condition(_Acquirable):
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` waiting tasks, oldest first (they run once they get the lock)."""
         self._check_owned("notify")
-        for _ in range(n):
-            if _hand_off(self._waiters) is None:
-                break
+        if n > 0:
+            wakeup(self._channel, n)
 
     def notify_all(self) -> None:
         """Wake every waiting task."""
         self._check_owned("notify_all")
-        while _hand_off(self._waiters) is not None:
-            pass
-
-    def _give_back(self, w: _Waiter) -> None:
-        _hand_off(self._waiters)  # pass the notification on
+        wakeup(self._channel)
 
 
 # ── Barrier ──────────────────────────────────────────────────────────────
@@ -627,7 +682,7 @@ class Barrier:
 
     def __repr__(self) -> str:
         if self._broken:
-            return f"<Barrier broken{_waiting(self._waiters)}>"
+            return f"<Barrier broken{_waiting(len(self._waiters))}>"
         return f"<Barrier {len(self._waiters)}/{self._parties} waiting>"
 
     @property

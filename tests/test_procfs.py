@@ -295,8 +295,7 @@ def acquire_lines():
     """Where a task waiting in Lock.acquire is, inside syscalls/sync.py."""
     sync_file = inspect.getsourcefile(sync)
     return [
-        (sync_file, line_of(Lock.acquire, "yield from _park("), "acquire"),
-        (sync_file, line_of(sync._park, "yield wait_on(w)"), "_park"),
+        (sync_file, line_of(Lock.acquire, "yield WaitOn(w)"), "acquire"),
     ]
 
 

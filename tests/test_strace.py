@@ -100,13 +100,13 @@ EXPECTED = """\
 [tid 2 worker] sleep(0.5) <unfinished ...>
 [tid 3 bad] sleep(0.25) <unfinished ...>
 [tid 4 sleeper] sleep(10.0) <unfinished ...>
-[tid 5 holder] Lock.acquire() = <subroutine>
+[tid 5 holder] Lock.acquire() = True <0.000000>
 [tid 5 holder] sleep(0.125) <unfinished ...>
 [tid 1 main] <... sched_yield resumed> = None <0.000000>
 [tid 1 main] Lock.acquire() = <subroutine>
 [tid 1 main]   wait_on(<waiting to acquire <Lock locked by tid 5 'holde...>) <unfinished ...>
 [tid 5 holder] <... sleep resumed> = None <0.125000>
-[tid 1 main]   <... wait_on resumed> = None <0.125000>
+[tid 1 main]   <... wait_on resumed> = True <0.125000>
 [tid 5 holder] +++ exited with None +++
 [tid 1 main] join(<tid 3 bad>) <unfinished ...>
 [tid 3 bad] <... sleep resumed> = None <0.250000>
@@ -137,6 +137,7 @@ EXPECTED = """\
 
 # sleep: 0.5 (worker) + 0.25 (bad) + 0.5 (sleeper, killed) + 0.125 (holder);
 # join: 0.125 (bad, raised) + 0.25 (worker) + 0 (holder) + 0 (reader, raised); wait_on: 0.125.
+# Lock.acquire: 2 (an operation with a fast path, counted as a call like the others).
 TABLE = """\
 % time     seconds  usecs/call     calls    errors syscall
 ------ ----------- ----------- --------- --------- ----------------
@@ -144,13 +145,14 @@ TABLE = """\
  20.00    0.375000       93750         4         2 join
   6.67    0.125000      125000         1           wait_on
   0.00    0.000000           0         5           spawn
+  0.00    0.000000           0         2           Lock.acquire
   0.00    0.000000           0         2         1 recv
   0.00    0.000000           0         2           sched_yield
   0.00    0.000000           0         1           close
   0.00    0.000000           0         1           kill
   0.00    0.000000           0         1           send
 ------ ----------- ----------- --------- --------- ----------------
-100.00    1.875000       89286        21         4 total
+100.00    1.875000       81522        23         4 total
 """
 
 
@@ -259,7 +261,7 @@ def test_only_filters_lines_and_table(program):
 def test_only_names_a_subroutine(program):
     out, _, _ = run_traced(program, only={"Lock.acquire"})
     assert [line for line in out.splitlines() if "+++" not in line] == [
-        "[tid 5 holder] Lock.acquire() = <subroutine>",
+        "[tid 5 holder] Lock.acquire() = True <0.000000>",  # the fast path: a free lock
         "[tid 1 main] Lock.acquire() = <subroutine>",
     ]
 

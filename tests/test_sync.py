@@ -14,6 +14,7 @@ each trap (`as_async`), so the Operations run through ``await``.
 from __future__ import annotations
 
 import random
+import types
 
 import pytest
 
@@ -29,7 +30,7 @@ from syscalls.sync import (
     Lock,
     RLock,
     Semaphore,
-    _park,
+    _leave_line,
     _Waiter,
 )
 
@@ -1178,18 +1179,61 @@ def test_lock_order_deadlock_names_both_holders():
 # The waiter helper alone.
 
 
-def test_park_gives_back_what_it_was_handed_if_it_unwinds_anyway():
-    """The kernel never raises at the trap of a task it has woken, except when it
-    closes tasks in an emergency stop; the thing handed over is then passed on."""
-    waiters = __import__("collections").deque()
-    given_back = []
-    w = _Waiter("waiting for", "thing", None)
-    gen = _park(waiters, w, give_back=given_back.append)
-    trap = next(gen)
-    assert trap.channel is w and list(waiters) == [w] and w.queued
-    waiters.popleft()  # what _hand_off does
-    w.queued, w.handed = False, True
-    with pytest.raises(GeneratorExit):
-        gen.throw(GeneratorExit())
-    assert given_back == [w]
-    assert repr(w) == "<waiting for 'thing'>"
+def test_a_lock_waiter_unwinding_with_the_lock_passes_it_on():
+    """The kernel never raises at the trap of a task it has woken (and an emergency stop
+    lets it receive what it was handed first); should a waiter still unwind there
+    holding the lock, it passes the lock on instead of leaking it."""
+    lock = Lock()
+    me = object()
+    w = _Waiter("waiting to acquire", lock, me)
+    assert repr(w) == "<waiting to acquire <Lock unlocked>>"
+    lock._owner = me  # handed to it (a release popped it from the line)
+    _leave_line(lock, w)
+    assert lock.owner is None and not lock._waiters
+
+
+def test_a_lock_waiter_unwinding_without_the_lock_leaves_the_line():
+    lock = Lock()
+    holder = types.SimpleNamespace(tid=7, name="holder", state=None)  # (the reprs name it)
+    me = object()
+    w = _Waiter("waiting to acquire", lock, me)
+    lock._owner = holder
+    lock._waiters.append(w)
+    _leave_line(lock, w)
+    assert lock.owner is holder and not lock._waiters
+    _leave_line(lock, w)  # popped by a release that passed it over: nothing to do
+    assert lock.owner is holder and not lock._waiters
+
+
+@pytest.mark.parametrize("make", [Lock, RLock], ids=["Lock", "RLock"])
+def test_lock_handed_to_a_waiter_killed_before_it_runs_passes_on_in_fifo_order(make):
+    """Released with waiters b, c: b owns it at once, and no later task can take it
+    from between the release and b's resumption. b is killed before it runs: it
+    still receives the lock, and its finally passes it to c, not to the newcomer."""
+    trace = []
+    lock = make()
+
+    def waiter(name):
+        yield lock.acquire()
+        try:
+            trace.append(f"{name} has it")
+            yield sched_yield()
+        finally:
+            lock.release()
+
+    def main():
+        yield lock.acquire()
+        b = yield spawn(waiter, "b")
+        c = yield spawn(waiter, "c")
+        yield from settle()
+        lock.release()
+        assert lock.owner is b and lock.locked()
+        d = yield spawn(waiter, "d")  # arrives after the hand-off: queues behind c
+        yield kill(b)
+        assert lock.owner is c
+        yield join(c)
+        yield join(d)
+        assert not lock.locked()
+
+    run(main)
+    assert trace == ["b has it", "c has it", "d has it"]

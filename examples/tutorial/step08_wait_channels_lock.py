@@ -120,8 +120,8 @@ In yieldos:
   the channel); syscalls/__init__.py `wakeup` calls kernel/kernel.py
   `Kernel.wakeup`. The channels are kernel/wait.py `WaitChannels`
   (`WaitChannels.sleep_on`, `WaitChannels.take`). syscalls/sync.py `Lock` hands
-  off with `_hand_off`, each waiter parked on its own `_Waiter` channel; Event,
-  Semaphore, Condition and the queues are built the same way."""
+  off with `_hand_lock_on`, each waiter parked on its own `_Waiter` channel;
+  Event, Semaphore and Condition park on one channel each, as the queues do."""
 
 if __name__ == "__main__":
     main()
