@@ -607,8 +607,9 @@ class Kernel:
         the task receive it: `_step` with a trap table that serves nothing
         resumes it and stops at the next trap it yields, where `_close` then
         throws GeneratorExit, so its cleanup sees what it got. Only a task
-        woken with an exception (nothing to lose) or never started is closed
-        as it is.
+        woken with an exception (nothing to lose; a reader woken to read has
+        read nothing yet, see sysio.completer) or never started is closed as
+        it is.
         """
         from collections import defaultdict  # (here: an abort is rare)
 
@@ -622,7 +623,10 @@ class Kernel:
             if task.state is BLOCKED and task.undo is not None:
                 task.undo(task)
             elif task.state is READY and task.next_exc is None and not not_started(task.coro):
-                Kernel._step(self, task, unserved)  # (the class's: instruments see no run)
+                try:
+                    Kernel._step(self, task, unserved)  # (the class's: instruments see no run)
+                except BaseException:  # the kernel is broken already: close the rest regardless
+                    _log().exception("%r failed while receiving what it was handed", task)
             # Discussion: a task's exit waiters are left in place, so that its close wakes
             # them with its outcome (they are closed later in this loop); each keeps its
             # undo working until then (a joiner's undo looks for its place in the list).
