@@ -264,14 +264,17 @@ class Kernel:
         value, exc = task.next_value, task.next_exc
         task.next_value = task.next_exc = None
         budget = INLINE_BUDGET
-        if exc is RECV_WHEN_RUN:  # woken because its socket is readable: it reads now (sysio.py)
-            value, exc = sysio.recv_when_run(self, task, value)
-            if value is SWITCH:  # the data was gone after all: it waits again
-                self.current = None
-                return
         while True:
             try:
-                trap = send(value) if exc is None else coro.throw(exc)
+                if exc is None:
+                    trap = send(value)
+                elif exc is RECV_WHEN_RUN:  # woken because its socket is readable (sysio.py):
+                    value, exc = sysio.recv_when_run(self, task, value)  # it reads now
+                    if value is SWITCH:  # the data was gone after all: it waits again
+                        break
+                    continue
+                else:
+                    trap = coro.throw(exc)
             except StopIteration as stop:
                 if not task.callers:
                     self.exit_task(task, stop.value, None)

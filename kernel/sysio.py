@@ -232,11 +232,12 @@ def recv_when_run(k: Kernel, task: Task, trap: Recv) -> tuple[Any, Optional[Base
         if exc is not None:
             return None, exc
     try:
-        data = trap.sock.recv(trap.n)
-    except BlockingIOError:  # someone else took it: wait again, without trying first
-        k.poller.drained.add(trap.fd)
-        return sys_recv(k, task, trap), None
-    except BaseException as error:
+        try:
+            data = trap.sock.recv(trap.n)
+        except BlockingIOError:  # someone else took it: wait again, without trying first
+            k.poller.drained.add(trap.fd)
+            return sys_recv(k, task, trap), None
+    except BaseException as error:  # raised in the task, at its trap (as sys_recv's are)
         return None, error
     if len(data) < trap.n:  # (the drained hint: see sys_io)
         k.poller.drained.add(trap.fd)
