@@ -61,6 +61,11 @@ class TaskState(enum.Enum):
         return self.value
 
 
+# A member looked up on its Enum class costs a Python-level call (enum's descriptor), a
+# plain global does not: the state every TCB starts in, looked up once.
+_READY = TaskState.READY
+
+
 class SchedInfo:
     """A task's scheduling record: its parameters, and a policy's bookkeeping.
 
@@ -135,7 +140,7 @@ class Task:
         # Scheduling parameters and a policy's bookkeeping (scheduler.py); None: defaults.
         self.sched = sched
         self.coro: Optional[Coro] = coro  # the saved context; None once EXITED
-        self.state = TaskState.READY
+        self.state = _READY
         # What the run loop delivers at the next resume: a value, or an exception to throw.
         self.next_value: Any = None
         self.next_exc: Optional[BaseException] = None
