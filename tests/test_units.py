@@ -503,6 +503,26 @@ def test_trap_repr_is_readable():
         join("not a task")
 
 
+def test_an_operation_with_a_fast_path_makes_the_trap_its_class_would():
+    """``@operation(attempt=f)`` writes TryOperation's __init__ out: the trap it makes
+    must have every field the class's own constructor sets, with the same values."""
+    from kernel.traps import TryOperation
+    from syscalls import WOULD_BLOCK, operation
+
+    def attempt(box, item):
+        return WOULD_BLOCK
+
+    def slow(box, item):
+        yield sleep(0)
+
+    made = operation(attempt=attempt)(slow)([], "x")
+    direct = TryOperation(attempt, slow, made.args)
+    assert type(made) is TryOperation and made.args[1] == "x"
+    fields = [name for cls in TryOperation.__mro__ for name in getattr(cls, "__slots__", ())]
+    assert fields and all(getattr(made, f) is getattr(direct, f) for f in fields)
+    assert repr(made) == repr(direct)
+
+
 def test_sleep_rejects_strings():
     with pytest.raises(TypeError, match="number"):
         sleep("1")
