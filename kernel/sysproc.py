@@ -136,8 +136,21 @@ def sys_wait_on(k: Kernel, task: Task, trap: WaitOn[Any]) -> Any:
         result = attempt()
         if result is not WOULD_BLOCK:
             return result
-    k.channels.sleep_on(trap.channel, task)
-    k.park(task, trap, k.channels.unpark)
+    channels = k.channels
+    waiters = channels.waiters
+    channel = trap.channel
+    if channel not in waiters:
+        waiters[channel] = task
+    else:
+        channels.sleep_on(channel, task)
+    if k._probes is not None:
+        k.park(task, trap, channels.undo)
+        return SWITCH
+    # Kernel.park, written out while no instrument listens (as sys_recv does it): every
+    # get on an empty queue parks here.
+    task.state = BLOCKED
+    task.trap = trap
+    task.undo = channels.undo
     return SWITCH
 
 

@@ -31,12 +31,19 @@ queue's getters mostly come one at a time), maps to the task itself: no
 dict is made and thrown away for each wait. A second waiter turns the entry
 into a dict; an empty one is deleted, so a channel nobody waits on costs
 nothing.
+
+Discussion: the two paths every queue hand-off takes, a ``wait_on`` that
+parks (`sysproc.sys_wait_on`) and a ``wakeup(chan, 1, value)``
+(`Kernel.wakeup`), read and write `WaitChannels.waiters` themselves for the
+one-waiter case instead of calling `sleep_on` and `pop`: a Python call is a
+large share of a trap's cost on CPython. Anything else goes through the
+methods, which are the definition of the representation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Callable
 
 from .task import Task
 
@@ -47,27 +54,30 @@ class WaitChannels:
     def __init__(self) -> None:
         # channel -> its only waiter (a Task), or a dict of its waiters (Task -> None,
         # oldest first), never empty. (Any: mypy cannot narrow the `type() is` tests.)
-        self._waiters: dict[Hashable, Any] = {}
+        # Public to the kernel's hot paths (see the discussion above), to nobody else.
+        self.waiters: dict[Hashable, Any] = {}
+        # The undo of every wait_on (Kernel.park), bound once rather than at every wait.
+        self.undo: Callable[[Task], None] = self.unpark
 
     def sleep_on(self, channel: Hashable, task: Task) -> None:
         """Park ``task`` on ``channel`` (the caller records the undo: `unpark`)."""
-        queue = self._waiters.get(channel)
+        queue = self.waiters.get(channel)
         if queue is None:
-            self._waiters[channel] = task
+            self.waiters[channel] = task
         elif type(queue) is dict:
             queue[task] = None
         else:  # the second waiter
-            self._waiters[channel] = {queue: None, task: None}
+            self.waiters[channel] = {queue: None, task: None}
 
     def remove(self, channel: Hashable, task: Task) -> None:
         """Take ``task`` off ``channel`` (it was killed or timed out)."""
-        queue = self._waiters.get(channel)
+        queue = self.waiters.get(channel)
         if queue is task:
-            del self._waiters[channel]
+            del self.waiters[channel]
         elif type(queue) is dict:
             queue.pop(task, None)
             if not queue:
-                del self._waiters[channel]
+                del self.waiters[channel]
 
     def unpark(self, task: Task) -> None:
         """`remove` for a task parked by the `wait_on` trap (its undo): the channel is
@@ -76,30 +86,30 @@ class WaitChannels:
 
     def pop(self, channel: Hashable) -> Task | None:
         """Remove and return the task parked longest on ``channel`` (None if none is)."""
-        queue = self._waiters.get(channel)
+        queue = self.waiters.get(channel)
         task: Task | None
         if type(queue) is not dict:  # None, or the only waiter
             task = queue
             if task is not None:
-                del self._waiters[channel]
+                del self.waiters[channel]
             return task
         for task in queue:  # the first key is the oldest waiter (a loop: no iter() to call)
             del queue[task]
             break
         if not queue:
-            del self._waiters[channel]
+            del self.waiters[channel]
         return task
 
     def take(self, channel: Hashable, n: int | None) -> list[Task]:
         """Remove and return up to ``n`` (None: all) tasks parked on ``channel``, oldest first."""
-        queue = self._waiters.get(channel)
+        queue = self.waiters.get(channel)
         if queue is None or n == 0:
             return []
         if type(queue) is not dict:
-            del self._waiters[channel]
+            del self.waiters[channel]
             return [queue]
         if n is None or n >= len(queue):
-            del self._waiters[channel]
+            del self.waiters[channel]
             return list(queue)
         woken: list[Task] = []
         for task in queue:
@@ -112,7 +122,7 @@ class WaitChannels:
 
     def waiting(self, channel: Hashable) -> int:
         """How many tasks are parked on ``channel``."""
-        queue = self._waiters.get(channel)
+        queue = self.waiters.get(channel)
         if type(queue) is dict:
             return len(queue)
         return 0 if queue is None else 1

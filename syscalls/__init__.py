@@ -350,6 +350,9 @@ def operation(
     return make
 
 
+_new_trap = object.__new__
+
+
 def _with_fast_path(
     attempt: Callable[P, Any], fn: Callable[P, Generator[Any, Any, T]]
 ) -> Callable[P, Trap[T]]:
@@ -357,7 +360,14 @@ def _with_fast_path(
     def make(*args: P.args, **kwargs: P.kwargs) -> Trap[T]:
         if kwargs:
             return Operation(fn(*args, **kwargs))
-        return TryOperation(attempt, fn, args)
+        # TryOperation(attempt, fn, args), its __init__ written out: every put into a
+        # queue makes one, and CPython 3.11 does not inline the call of a class's
+        # Python __init__ (~500 instructions). A test checks both make the same trap.
+        op: TryOperation[T] = _new_trap(TryOperation)
+        op.attempt = attempt
+        op.fn = fn
+        op.args = args
+        return op
 
     return make
 

@@ -995,7 +995,7 @@ def run_program(
             "run queue": len(k.runq),
             "timers": k.timers.live,
             "fd waiters": k.poller.waiting,
-            "channels": dict(k.channels._waiters),
+            "channels": dict(k.channels.waiters),
             "current": k.current,
         }
     finally:

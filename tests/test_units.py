@@ -136,7 +136,7 @@ def test_wait_channels_pop_the_oldest_and_forget_empty_channels():
     assert chans.waiting("x") == 1
     assert chans.pop("x") is c
     assert chans.pop("x") is None and chans.waiting("x") == 0
-    assert chans._waiters == {}  # no empty queue is kept for a channel nobody waits on
+    assert chans.waiters == {}  # no empty queue is kept for a channel nobody waits on
 
 
 def test_wait_channels_with_one_waiter_and_when_a_second_comes():
@@ -145,20 +145,20 @@ def test_wait_channels_with_one_waiter_and_when_a_second_comes():
     chans = WaitChannels()
     a, b, c = make_task(1), make_task(2), make_task(3)
     chans.sleep_on("one", a)
-    assert chans._waiters["one"] is a and chans.waiting("one") == 1
+    assert chans.waiters["one"] is a and chans.waiting("one") == 1
     chans.remove("one", b)  # not parked there: nothing happens
     assert chans.waiting("one") == 1
     assert chans.take("one", 0) == [] and chans.waiting("one") == 1
-    assert chans.take("one", 5) == [a] and chans._waiters == {}
+    assert chans.take("one", 5) == [a] and chans.waiters == {}
     chans.sleep_on("one", a)
     chans.remove("one", a)
-    assert chans._waiters == {}
+    assert chans.waiters == {}
     chans.sleep_on("two", a)
     chans.sleep_on("two", b)  # the second: now an ordered dict
     chans.sleep_on("two", c)
     assert chans.waiting("two") == 3
     assert chans.take("two", 2) == [a, b]
-    assert chans.take("two", None) == [c] and chans._waiters == {}
+    assert chans.take("two", None) == [c] and chans.waiters == {}
     assert chans.take("nobody", None) == []
 
 
@@ -543,6 +543,26 @@ def test_trap_repr_is_readable():
         join("not a task")
 
 
+def test_an_operation_with_a_fast_path_makes_the_trap_its_class_would():
+    """``@operation(attempt=f)`` writes TryOperation's __init__ out: the trap it makes
+    must have every field the class's own constructor sets, with the same values."""
+    from kernel.traps import TryOperation
+    from syscalls import WOULD_BLOCK, operation
+
+    def attempt(box, item):
+        return WOULD_BLOCK
+
+    def slow(box, item):
+        yield sleep(0)
+
+    made = operation(attempt=attempt)(slow)([], "x")
+    direct = TryOperation(attempt, slow, made.args)
+    assert type(made) is TryOperation and made.args[1] == "x"
+    fields = [name for cls in TryOperation.__mro__ for name in getattr(cls, "__slots__", ())]
+    assert fields and all(getattr(made, f) is getattr(direct, f) for f in fields)
+    assert repr(made) == repr(direct)
+
+
 def test_sleep_rejects_strings():
     with pytest.raises(TypeError, match="number"):
         sleep("1")
@@ -794,6 +814,80 @@ def test_instruments_hear_every_recv_block_and_wake():
         b.close()
     assert ("block", "reader", "Recv") in woken
     assert ("result", b"hi") in woken and ("reader", None) in woken
+
+
+def test_wait_on_and_hand_off_park_and_wake_a_task_as_kernel_park_and_wake_do():
+    """sys_wait_on writes Kernel.park (and the channel's first waiter) out, and a
+    one-task wakeup Kernel.wake (and the pop), on a kernel without instruments: each
+    must leave the task, and the channels, exactly as the kernel's methods would."""
+    from kernel import sysproc
+    from kernel.traps import SWITCH, WaitOn
+
+    def same_state(t1, t2):
+        differ = {"tid", "_name", "coro", "trap"}
+        assert {n: v for n, v in _slots(t1).items() if n not in differ} == {
+            n: v for n, v in _slots(t2).items() if n not in differ
+        }
+
+    with kernel.Kernel() as k:
+        assert k._probes is None  # the written-out paths
+        t1, t2, t3 = make_task(1), make_task(2), make_task(3)
+        trap1, trap2, trap3 = WaitOn("one"), WaitOn("two"), WaitOn("one")
+        assert sysproc.sys_wait_on(k, t1, trap1) is SWITCH
+        k.channels.sleep_on("two", t2)
+        k.park(t2, trap2, k.channels.undo)
+        same_state(t1, t2)
+        assert (t1.trap, t2.trap) == (trap1, trap2) and t1.state is kernel.TaskState.BLOCKED
+        assert sysproc.sys_wait_on(k, t3, trap3) is SWITCH  # a second waiter: behind t1
+        assert k.channels.waiters == {"one": {t1: None, t3: None}, "two": t2}
+        assert k.wakeup("one", 1, "a") == 1  # t1, the oldest, from the dict
+        assert k.wakeup("one", 1, "b") == 1  # t3, now the only one
+        assert k.wakeup("one", 1, "c") == 0
+        k.channels.pop("two")
+        k.wake(t2, "a")
+        same_state(t1, t2)
+        assert list(k.runq) == [t1, t3, t2] and k.channels.waiters == {}
+        assert (t1.next_value, t3.next_value, t1.trap, t3.undo) == ("a", "b", None, None)
+        for t in (t1, t2, t3):
+            t.coro.close()
+
+
+def test_instruments_hear_every_wait_on_block_and_hand_off():
+    """An instrumented kernel parks a conditional wait and wakes it with a hand-off
+    through k.park and k.wake, which the probes shadow."""
+    from syscalls.queues import Queue
+
+    heard = []
+
+    class Hear(kernel.Instrument):
+        def block(self, task, trap):
+            heard.append(("block", task.name, type(trap).__name__))
+
+        def wake(self, task):
+            heard.append(("wake", task.name))
+
+        def trap_result(self, task, trap, value, error):
+            if type(trap).__name__ == "WaitOn":
+                heard.append(("result", task.name, value))
+
+    def getter(q):
+        return (yield q.get())
+
+    def main():
+        q = Queue(1)
+        t = yield spawn(getter, q)
+        yield sleep(0)  # the getter parks on the empty queue
+        yield q.put("x")  # handed to it
+        return (yield join(t))
+
+    with kernel.Kernel() as k:
+        k.add_instrument(Hear())
+        assert k.run(main) == "x"
+    assert heard[:3] == [
+        ("block", "getter", "WaitOn"),
+        ("result", "getter", "x"),
+        ("wake", "getter"),
+    ]
 
 
 def test_task_spawned_during_shutdown_never_runs():
