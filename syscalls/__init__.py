@@ -110,6 +110,11 @@ __all__ = [
     "write",
 ]
 
+#: A trap object without its class's ``__init__``: where a system call fills the fields
+#: itself, for traps made by the hundred thousand (CPython 3.11 does not inline the call of
+#: a class's Python ``__init__``; it costs several times a Python function's).
+_new_trap = object.__new__
+
 # ── Processes ────────────────────────────────────────────────────────────
 
 
@@ -169,9 +174,6 @@ def sleep(seconds: float) -> Sleep:
     trap = _new_trap(Sleep)
     trap.seconds = seconds if type(seconds) is float and seconds >= 0.0 else sleep_length(seconds)
     return trap
-
-
-_new_trap = object.__new__
 
 
 def clock() -> float:
@@ -348,9 +350,6 @@ def operation(
         return Operation(slow(*args, **kwargs))
 
     return make
-
-
-_new_trap = object.__new__
 
 
 def _with_fast_path(
