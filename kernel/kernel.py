@@ -244,13 +244,7 @@ class Kernel:
             if timers.live:
                 timers.expire(clock())
             # Phase 3: run every task that is ready now; tasks made ready meanwhile wait a pass.
-            ready = len(runq)
-            if ready == 1:  # tasks taking turns: no range to make (~1k instructions)
-                step(runq.pop_next())
-                # (`continue`, a backward jump, not an else: on CPython 3.11 only such a
-                # jump counts towards specializing this loop, which runs in one long call.)
-                continue
-            for _ in range(ready):
+            for _ in range(len(runq)):
                 step(runq.pop_next())
 
     def _step(self, task: Task, table: dict[type, Callable[..., Any]] = TRAP_TABLE) -> None:
