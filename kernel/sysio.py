@@ -190,7 +190,7 @@ def completer(k: Kernel) -> Callable[[Task], bool]:
     A task killed or timed out before its turn would still have taken the data
     off the socket. And on PyPy, a buffer alive while the nursery is collected is
     promoted to the old generation, which costs a major collection later: reading
-    at poll time cost a 16 KiB echo server about a third of its CPU.
+    at poll time cost a 16 KiB echo server a fifth to a third of its user CPU.
 
     The wake itself is `Kernel.wake` written out, which saves a Python call on every
     message; it is done only while no instrument was ever installed on ``k``
