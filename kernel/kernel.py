@@ -277,7 +277,16 @@ class Kernel:
                     trap = coro.throw(exc)
             except StopIteration as stop:
                 if not task.callers:
-                    self.exit_task(task, stop.value, None)
+                    if task in self.exit_waiters or task is self.main or self._probes is not None:
+                        self.exit_task(task, stop.value, None)
+                        return
+                    # exit_task, written out for the common end: a task that returns while
+                    # nobody waits for it (no joiner, no killer, no instrument; not main).
+                    self.current = None
+                    task.state = EXITED
+                    task.coro = None
+                    task.result = stop.value
+                    del self.tasks[task.tid]
                     return
                 # An Operation subroutine returned: resume its caller with the value.
                 coro = task.coro = task.callers.pop()

@@ -16,7 +16,7 @@ import pytest
 
 import kernel
 from conftest import run
-from syscalls import gettid, join, kill, read, sched_yield, sleep, spawn
+from syscalls import current_task, gettid, join, kill, read, sched_yield, sleep, spawn
 
 TaskState = kernel.TaskState
 
@@ -107,6 +107,35 @@ def test_join_on_killed_task_raises_cancelled():
         return "not cancelled"
 
     assert run(main) == "cancelled"
+
+
+def test_a_task_that_returns_unwaited_leaves_the_tcb_exit_task_leaves():
+    """A return nobody waits for skips `Kernel.exit_task` (written out in _step): the TCB
+    must end as exit_task leaves it, as it does for a task that is being joined."""
+
+    def child(value):
+        yield sleep(0)
+        return value
+
+    def fields(task):
+        return (task.state, task.coro, task.result, task.exception, task.next_value,
+                task.next_exc, task.pending_exc, task.trap, task.undo, task.callers)  # fmt: skip
+
+    k = kernel.Kernel()
+
+    def main():
+        alone = yield spawn(child, "v")
+        joined = yield spawn(child, "v")
+        assert (yield join(joined)) == "v"  # joined: exited through exit_task, waking main
+        yield sched_yield()
+        assert alone.state is TaskState.EXITED  # nobody waited: the written-out exit
+        assert k.current is current_task()
+        return alone, joined
+
+    with k:
+        alone, joined = k.run(main)
+    assert fields(alone) == fields(joined) == (TaskState.EXITED, None, "v") + (None,) * 7
+    assert alone.tid not in k.tasks and joined.tid not in k.tasks
 
 
 def test_many_tasks_spawn_and_join():
