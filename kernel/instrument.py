@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .syscall import TRAP_TABLE
 from .task import DEFAULT_TICKETS, Task, TaskState
-from .traps import CALL, SWITCH, Target
+from .traps import CALL, SWITCH, Join, Target
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -204,6 +204,13 @@ class Probes:
             return traced_service
 
         table = {trap_type: traced(service) for trap_type, service in TRAP_TABLE.items()}
+        traced_join = table[Join]
+
+        def join_task(kernel: Kernel, task: Task, target: Task) -> Any:
+            # ``yield child`` is ``yield join(child)``: instruments hear of it as one.
+            return traced_join(kernel, task, Join(target))
+
+        table[Task] = join_task
         shadows: dict[str, Any] = {
             "new_task": new_task,
             "park": park,

@@ -482,4 +482,4 @@ class Tally:
 
 def known_trap_names() -> set[str]:
     """Every trap name the kernel's trap table knows (what ``-e`` accepts)."""
-    return {trap_name(cls) for cls in TRAP_TABLE}
+    return {trap_name(cls) for cls in TRAP_TABLE if cls is not Task}  # (a Task is a join)

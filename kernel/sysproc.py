@@ -98,6 +98,17 @@ def sys_join(k: Kernel, task: Task, trap: Join) -> Any:
     return SWITCH
 
 
+def sys_join_task(k: Kernel, task: Task, target: Task) -> Any:
+    """``yield child``: `sys_join` for a task that yields the Task itself (as asyncio's
+    ``await child``), with no Join to build unless it must wait."""
+    if target.state is not EXITED:
+        return sys_join(k, task, Join(target))
+    target.flags |= JOINED  # (sys_join's answer for an exited task, written out)
+    if target.exception is not None:
+        raise target.exception
+    return target.result
+
+
 def sys_kill(k: Kernel, task: Task, trap: Kill) -> Any:
     target = trap.task
     if target.state is EXITED:
@@ -177,6 +188,7 @@ def sys_try_operation(k: Kernel, task: Task, trap: TryOperation[Any]) -> Any:
 SERVICES: dict[type, Callable[..., Any]] = {
     Spawn: sys_spawn,
     Join: sys_join,
+    Task: sys_join_task,  # ``yield child`` joins it
     Kill: sys_kill,
     GetTid: sys_gettid,
     SchedYield: sys_sched_yield,

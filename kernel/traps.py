@@ -131,6 +131,10 @@ class Join(Trap[Any]):
     If the task raised, ``join`` raises that very exception (`Cancelled` if it
     was killed). Joining a task that already exited answers at once. (Also the
     system call ``syscalls.join``.)
+
+    Yielding the `Task` itself is the same join (``result = yield child``, as
+    asyncio's ``await child``): the kernel builds this trap only if it must
+    wait, and instruments see ``join(child)`` either way.
     """
 
     __slots__ = ("task",)

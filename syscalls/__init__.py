@@ -122,6 +122,7 @@ _new_trap = object.__new__
 spawn = Spawn
 
 #: Wait for a task to exit and get its result: see `kernel.Join` (the trap class is the call).
+#: ``yield task`` does the same, without a trap to build.
 join = Join
 
 

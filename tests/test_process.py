@@ -109,6 +109,70 @@ def test_join_on_killed_task_raises_cancelled():
     assert run(main) == "cancelled"
 
 
+# ``yield task`` is ``yield join(task)`` (asyncio's ``await task``)
+
+
+def test_yielding_a_task_joins_it_running_exited_or_failed():
+    boom = ValueError("boom")
+
+    def child(value):
+        yield sleep(0)
+        if value is boom:
+            raise boom
+        return value
+
+    def quick():
+        return "early"
+        yield  # pragma: no cover  (makes this a generator)
+
+    def main():
+        running = yield spawn(child, 7)
+        assert (yield running) == 7  # waits for it
+        exited = yield spawn(quick)
+        yield sched_yield()
+        assert exited.state is TaskState.EXITED
+        assert (yield exited) == "early"  # answered at once
+        failing = yield spawn(child, boom)
+        with pytest.raises(ValueError) as caught:
+            yield failing
+        assert caught.value is boom
+        return "ok"
+
+    assert run(main) == "ok"
+
+
+def test_a_task_yielding_itself_gets_the_same_error_as_join():
+    def main():
+        me = current_task()
+        with pytest.raises(RuntimeError, match="cannot join itself"):
+            yield me
+        with pytest.raises(RuntimeError, match="cannot join itself"):
+            yield join(me)
+        return "ok"
+
+    assert run(main) == "ok"
+
+
+def test_a_task_blocked_yielding_a_task_waits_in_a_join_and_can_be_killed():
+    def sleeper():
+        yield sleep(math.inf)
+
+    def joiner(target):
+        yield target
+
+    def main():
+        target = yield spawn(sleeper)
+        waiter = yield spawn(joiner, target)
+        yield sched_yield()
+        assert waiter.state is TaskState.BLOCKED
+        assert type(waiter.trap) is join and waiter.trap.task is target  # (join is Join)
+        yield kill(waiter)  # its undo takes it out of target's exit waiters
+        yield kill(target)
+        return waiter.state
+
+    assert run(main) is TaskState.EXITED
+
+
 def test_a_task_that_returns_unwaited_leaves_the_tcb_exit_task_leaves():
     """A return nobody waits for skips `Kernel.exit_task` (written out in _step): the TCB
     must end as exit_task leaves it, as it does for a task that is being joined."""
