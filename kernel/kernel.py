@@ -126,6 +126,9 @@ class Kernel:
         self.timers = TimerQueue()
         self.runq: Policy = RunQueue() if policy is None else policy
         self._probes: Optional[Probes] = None
+        # `wake` bound once, for the timers of sleeping tasks: `k.wake` makes a new bound
+        # method at every sleep, one more object per sleeper for the GC to trace.
+        self._wake_sleeper = self.wake
         self.files = FileTable()
         self.channels = WaitChannels()
         # Set (from a signal handler or another thread) when the loop must look at

@@ -58,10 +58,11 @@ def sys_sched_yield(k: Kernel, task: Task, trap: Any) -> Any:
 def sys_sleep(k: Kernel, task: Task, trap: Sleep) -> Any:
     seconds = trap.seconds  # a float >= 0: Sleep checked it
     if 0.0 < seconds < _INF:  # the common case first: one test
-        timer = k.timers.add(k.clock() + seconds, k.wake, task)  # wake(task): resumes with None
-        if k._probes is not None:
+        if k._probes is not None:  # (k.wake: the instruments' wrapper)
+            timer = k.timers.add(k.clock() + seconds, k.wake, task)  # wake(task): resumes with None
             k.park(task, trap, timer)  # the undo: calling the timer cancels it
             return SWITCH
+        timer = k.timers.add(k.clock() + seconds, k._wake_sleeper, task)
         # Kernel.park, written out while no instrument listens (as sysio.sys_recv does).
         task.state = BLOCKED
         task.trap = trap
