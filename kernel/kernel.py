@@ -363,7 +363,10 @@ class Kernel:
         return task
 
     def exit_task(self, task: Task, result: Any, exception: Optional[BaseException]) -> None:
-        """``task`` has returned or raised: record the outcome and wake its joiners and killers."""
+        """``task`` has returned or raised: record the outcome and wake its joiners and killers.
+
+        (`_step` writes out the bookkeeping part for a task that returns while nobody
+        waits for it: a change here must be made there too.)"""
         self.current = None
         task.state = EXITED
         task.coro = None

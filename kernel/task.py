@@ -159,6 +159,11 @@ class Task:
         self.result: Any = None
         self.exception: Optional[BaseException] = None
 
+    def __await__(self) -> Generator[Task, Any, Any]:
+        """``await child`` joins it in an ``async def`` task, as ``yield child`` does in a
+        generator (see `Join`): the kernel takes a yielded Task for a join."""
+        return (yield self)
+
     @property
     def name(self) -> str:
         """The name given at spawn, else the function's, without any ``outer.<locals>.``."""

@@ -141,6 +141,28 @@ def test_yielding_a_task_joins_it_running_exited_or_failed():
     assert run(main) == "ok"
 
 
+def test_awaiting_a_task_joins_it_in_an_async_def_task():
+    boom = ValueError("boom")
+
+    async def child(value):
+        await sleep(0)
+        if value is boom:
+            raise boom
+        return value
+
+    async def main():
+        first = await spawn(child, 7)
+        assert await first == 7
+        assert await first == 7  # again: it has exited, the answer is at once
+        failing = await spawn(child, boom)
+        with pytest.raises(ValueError) as caught:
+            await failing
+        assert caught.value is boom
+        return "ok"
+
+    assert run(main) == "ok"
+
+
 def test_a_task_yielding_itself_gets_the_same_error_as_join():
     def main():
         me = current_task()
