@@ -195,6 +195,27 @@ def test_a_task_blocked_yielding_a_task_waits_in_a_join_and_can_be_killed():
     assert run(main) is TaskState.EXITED
 
 
+def test_a_timeout_around_yielding_a_task_stops_the_wait_not_the_task():
+    from syscalls import clock, timeout
+
+    def child():
+        yield sleep(10)
+        return "done"
+
+    def main():
+        t = yield spawn(child)
+        with pytest.raises(TimeoutError):
+            with timeout(1):
+                yield t
+        assert t.state is TaskState.BLOCKED and clock() == 1  # still sleeping
+        assert (yield t) == "done"  # joined again, this time to the end
+        return clock()
+
+    with kernel.Kernel(clock=kernel.VirtualClock()) as k:
+        assert k.run(main) == 10
+        assert not k.exit_waiters  # the timed-out wait left no trace
+
+
 def test_a_task_that_returns_unwaited_leaves_the_tcb_exit_task_leaves():
     """A return nobody waits for skips `Kernel.exit_task` (written out in _step): the TCB
     must end as exit_task leaves it, as it does for a task that is being joined."""
