@@ -171,9 +171,12 @@ class SchedYield(Trap[None]):
 
 
 class Sleep(Trap[None]):
-    """Block for ``seconds`` on the kernel clock (``inf`` blocks for ever).
+    """Block for at least ``seconds`` on the kernel clock (also the system call
+    ``syscalls.sleep``).
 
-    (``syscalls.sleep`` builds one without calling ``__init__``: keep the two checks alike.)
+    ``sleep(0)`` is `sched_yield`; ``sleep(math.inf)`` blocks until killed.
+    A negative or NaN length raises ValueError, anything but a real number
+    TypeError.
     """
 
     __slots__ = ("seconds",)

@@ -59,7 +59,6 @@ from kernel.traps import (
     WaitReadable,
     WaitWritable,
     Write,
-    sleep_length,
 )
 
 if TYPE_CHECKING:
@@ -162,19 +161,9 @@ def sched_yield() -> SchedYield:
 # ── Time ─────────────────────────────────────────────────────────────────
 
 
-def sleep(seconds: float) -> Sleep:
-    """Block for at least ``seconds`` on the kernel's clock.
-
-    ``sleep(0)`` is `sched_yield`; ``sleep(math.inf)`` blocks until killed.
-    A negative or NaN length raises ValueError, anything but a real number
-    TypeError.
-    """
-    # Sleep(seconds), written out: a program may make a hundred thousand sleeps, and
-    # this saves each the call of Sleep.__init__ (a Python call made from C, which
-    # costs several times one made from Python).
-    trap = _new_trap(Sleep)
-    trap.seconds = seconds if type(seconds) is float and seconds >= 0.0 else sleep_length(seconds)
-    return trap
+#: Block for at least ``seconds`` on the kernel's clock: see `kernel.Sleep` (the trap class
+#: is the call). ``sleep(0)`` is `sched_yield`; ``sleep(math.inf)`` blocks until killed.
+sleep = Sleep
 
 
 def clock() -> float:
