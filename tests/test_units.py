@@ -756,7 +756,7 @@ def test_sleep_parks_a_task_as_kernel_park_does():
 
 @pytest.mark.parametrize("bad", [-1, -0.5, math.nan, "1", None, [1], 1j])
 def test_sleep_and_the_sleep_trap_reject_the_same_lengths(bad):
-    """syscalls.sleep builds its trap without Sleep.__init__: both check alike."""
+    """A bad length is the caller's error, with the same message by either name."""
     from kernel.traps import Sleep
 
     with pytest.raises((TypeError, ValueError)) as direct:
