@@ -13,7 +13,8 @@ and prints one table per workload, then the issue's targets with met/missed:
 Every run of every workload on every runtime is a fresh subprocess, so memory
 and import figures start clean and a crash or hang in one peer (curio is
 quadratic in the number of live tasks, for instance) costs only that row. Each
-figure is the median of ``--runs`` runs, with the min-max spread beside it. The
+figure is the median of ``--runs`` runs, with the min-max spread beside it; the
+runs are made in rounds, each runtime once per round (see `rounds`). The
 "yieldos" column says how many times better yieldos does than that row
 (>1: yieldos wins), whichever way the metric points.
 
@@ -228,19 +229,20 @@ class Suite:
 
     def cpu(self, w: Workload) -> None:
         params = w.quick if self.quick else w.full
-        rows: dict[str, Row] = {}
-        for runtime in ["bare", "yieldos"] + PEERS:
-            if runtime != "bare" and runtime != "yieldos" and not self.have(runtime):
-                continue
-            row = rows[runtime] = Row(runtime)
-            for i in range(self.runs):
+        rows: dict[str, Row] = {
+            runtime: Row(runtime)
+            for runtime in ["bare", "yieldos"] + PEERS
+            if runtime in ("bare", "yieldos") or self.have(runtime)
+        }
+        for i in range(self.runs):  # in rounds: see `rounds`
+            for runtime in rounds(rows):
                 self.progress(f"  {w.name} {runtime} run {i + 1}/{self.runs}")
                 cmd = [sys.executable, "-m", "bench.child", w.name, runtime, json.dumps(params)]
                 result = self._child(cmd)
                 if isinstance(result, str):
-                    row.note = result
-                    break
-                row.runs.append(result)
+                    rows[runtime].note = result
+                else:
+                    rows[runtime].runs.append(result)
         self.results[w.name] = rows
 
     def _child(self, cmd: list[str]) -> Any:
@@ -299,22 +301,20 @@ class Suite:
         for size in spec["sizes"]:
             requests = (ECHO_REQUESTS_QUICK if self.quick else ECHO_REQUESTS)[size]
             for conns in spec["conns"]:
-                rows: dict[str, Row] = {}
-                for runtime in echo.SERVERS:
-                    if not self.have(runtime):
-                        continue
-                    row = rows[runtime] = Row(runtime)
-                    for i in range(self.echo_runs):
+                rows: dict[str, Row] = {
+                    runtime: Row(runtime) for runtime in echo.SERVERS if self.have(runtime)
+                }
+                for i in range(self.echo_runs):  # in rounds: see `rounds`
+                    for runtime in rounds(rows):
                         self.progress(f"  echo {size} x{conns} {runtime} run {i + 1}")
                         try:
-                            row.runs.append(
+                            rows[runtime].runs.append(
                                 echo.echo_run(
                                     runtime, conns, requests, ECHO_SIZES[size], self.timeout
                                 )
                             )
                         except Exception as exc:  # noqa: BLE001 - a row's failure is noted
-                            row.note = f"failed: {_short(exc)}"
-                            break
+                            rows[runtime].note = f"failed: {_short(exc)}"
                 self.results[f"echo {size} {conns}"] = rows
 
     def syscalls(self) -> None:
@@ -697,6 +697,18 @@ def targets(suite: Suite) -> list[list[str]]:
     return body
 
 
+def rounds(rows: dict[str, Row]) -> list[str]:
+    """The runtimes to run in the next round: each once, but those given up on.
+
+    Discussion: the runs are made in rounds (every runtime's first run, then every
+    runtime's second...) rather than one runtime's runs back to back, so that a
+    stretch of noise from the machine's other tenants falls on every runtime of a
+    round alike instead of on one runtime's every run: the ratios, taken between
+    medians, then compare runs made under the same conditions.
+    """
+    return [runtime for runtime, row in rows.items() if not row.note]
+
+
 def header(suite: Suite, command: str) -> list[str]:
     return [
         f"## {IMPL} {platform.python_version()}",
@@ -730,7 +742,9 @@ interpreter, so the CPython and PyPy tables may come from different runs of the
 suite; within a section, every figure comes from the same run.
 
 How to read it: every figure is the median of several runs, each in a fresh
-process, with the min-max spread in brackets. "yieldos vs it" says how many
+process, with the min-max spread in brackets. The runs are made in rounds (each
+runtime once per round), so noise from the machine's other tenants falls on all
+of a round's runtimes alike. "yieldos vs it" says how many
 times better yieldos did than that row, whichever way the metric points (above
 1: yieldos wins; the limit rows show how far yieldos is from the bare minimum).
 What each workload measures, and why, is written at the top of bench/run.py,
