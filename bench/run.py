@@ -532,7 +532,7 @@ def render(suite: Suite) -> list[str]:
         conns = section.split()[1]
         out += [
             "",
-            f"### HTTP: wrk -t 1 -c {conns} -d {suite.http_seconds:g}s --latency"
+            f"### HTTP: wrk -t 1 -c {conns} -d {suite.http_seconds:g}s --latency --timeout 10s"
             f" against examples/http_server.py, GET {echo.HTTP_PATH} (keep-alive)",
             "",
         ]
