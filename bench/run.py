@@ -5,7 +5,9 @@ and prints one table per workload, then the issue's targets with met/missed:
 
 * peers: asyncio always (stdlib); uvloop, trio, curio and gevent when installed
   (``pip install -e '.[bench]'``, or ``bash bench/setup.sh``). A peer that is not
-  installed (uvloop and gevent are not, on PyPy) is skipped with a note.
+  installed (uvloop and gevent are not, on PyPy) is skipped with a note. On
+  PyPy, the echo tables also have uvloop's server run by CPython (``--cpython``,
+  default ``python3``), since the issue asks yieldos on PyPy to beat it.
 * the limit: for CPU workloads a bare generator round robin (runtimes/bare.py),
   for I/O a plain callback epoll loop (servers/epoll_server.py). yieldos pays
   for everything a real kernel does; the limit says how much that is.
@@ -51,6 +53,7 @@ import platform
 import re
 import resource
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -200,6 +203,7 @@ class Suite:
         self.results: Results = {}
         self.notes: list[str] = []
         self._have: dict[str, bool] = {}
+        self._cpython: Optional[str] = None  # found by `cpython`: "" when there is none
         self.http_seconds = 0.0
         self.env = dict(os.environ, PYTHONPATH=str(ROOT))
 
@@ -220,6 +224,30 @@ class Suite:
                 }.get(module, "not installed")
                 self.notes.append(f"{module}: {why} ({IMPL}); its rows are skipped.")
         return self._have[module]
+
+    def cpython(self) -> str:
+        """The CPython interpreter with uvloop that runs "uvloop-cpython" in a PyPy run
+        (``--cpython``), or "" if there is none (a note says so)."""
+        if self._cpython is None:
+            path, version = "", ""
+            found = shutil.which(self.args.cpython)
+            probe = (
+                "import platform, sys, uvloop; assert platform.python_implementation() =="
+                " 'CPython'; print(sys.executable, platform.python_version())"
+            )
+            if found:
+                proc = subprocess.run([found, "-c", probe], capture_output=True, text=True)
+                if proc.returncode == 0:  # (its real path: python3 may be a pyenv shim)
+                    path, _, version = proc.stdout.strip().rpartition(" ")
+            if path:
+                self.notes.append(f"uvloop on CPython: run by {path} (CPython {version}).")
+            else:
+                self.notes.append(
+                    f"uvloop on CPython: {self.args.cpython!r} is not a CPython with uvloop"
+                    " (--cpython); its rows are skipped."
+                )
+            self._cpython = path
+        return self._cpython
 
     def progress(self, text: str) -> None:
         if not self.args.silent:
@@ -304,13 +332,21 @@ class Suite:
                 rows: dict[str, Row] = {
                     runtime: Row(runtime) for runtime in echo.SERVERS if self.have(runtime)
                 }
+                if IMPL == "PyPy" and self.cpython():
+                    rows["uvloop-cpython"] = Row("uvloop-cpython")
                 for i in range(self.echo_runs):  # in rounds: see `rounds`
                     for runtime in rounds(rows):
                         self.progress(f"  echo {size} x{conns} {runtime} run {i + 1}")
+                        python = self.cpython() if runtime in echo.CROSS else sys.executable
                         try:
                             rows[runtime].runs.append(
                                 echo.echo_run(
-                                    runtime, conns, requests, ECHO_SIZES[size], self.timeout
+                                    runtime,
+                                    conns,
+                                    requests,
+                                    ECHO_SIZES[size],
+                                    self.timeout,
+                                    python,
                                 )
                             )
                         except Exception as exc:  # noqa: BLE001 - a row's failure is noted
@@ -434,6 +470,8 @@ LABEL = {
 
 
 def label(section: str, runtime: str) -> str:
+    if runtime == "uvloop-cpython":
+        return "uvloop on CPython"
     if section.startswith("echo") or section == "syscalls":
         return f"{runtime}" + (" (limit)" if runtime == "epoll" else "")
     return LABEL.get(runtime, runtime)
@@ -677,6 +715,11 @@ def targets(suite: Suite) -> list[list[str]]:
                 v = _ratio(res, section, "user_us", "yieldos", peer)
                 if v is not None:
                     add(f"{section}: user CPU/msg, yieldos / {peer}", v, "<", 1)
+        for section in [s for s in res if s.startswith("echo ")]:
+            # The issue's PyPy echo target: throughput above uvloop's, run by CPython.
+            v = _ratio(res, section, "rate", "yieldos", "uvloop-cpython")
+            if v is not None:
+                add(f"{section}: throughput, yieldos / uvloop on CPython", v, ">", 1)
     body = []
     ops: dict[str, Callable[[float, float], bool]] = {
         ">=": lambda v, b: v >= b,
@@ -799,6 +842,12 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="seconds one run may take before its row is given up (default 60; 20 quick)",
+    )
+    p.add_argument(
+        "--cpython",
+        default="python3",
+        metavar="PYTHON",
+        help="on PyPy: the CPython (with uvloop) that runs uvloop's echo server (default python3)",
     )
     p.add_argument("--write", metavar="FILE", help="write this interpreter's tables into FILE")
     p.add_argument("--json", metavar="FILE", help="also dump every raw run to FILE")
