@@ -6,6 +6,8 @@
 #   bash bench/setup.sh                      # CPython: pip install -e '.[bench]'
 #   bash bench/setup.sh /tmp/pypybench/bin/python   # a PyPy venv: trio and curio
 #
+# (A PyPy run also runs uvloop's echo server under CPython: set up python3 as well.)
+#
 # Then: python3 -m bench   (or: /tmp/pypybench/bin/python -m bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
