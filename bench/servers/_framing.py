@@ -92,6 +92,28 @@ def ready(port: int) -> None:
     print(f"ready {port}", flush=True)
 
 
+def accept_ready(listener: socket.socket) -> list[socket.socket]:
+    """Accept every connection waiting on the non-blocking ``listener``: each comes back
+    non-blocking, with TCP_NODELAY (for the servers that run their own epoll loop)."""
+    conns = []
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return conns
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conns.append(conn)
+
+
+def send_rest(conn: socket.socket, rest: bytes) -> None:
+    """Finish a reply a non-blocking send left part of, blocking: rare (a big reply, a full
+    buffer) and short, since the client reads all the while. It keeps the loops minimal."""
+    conn.setblocking(True)
+    conn.sendall(rest)
+    conn.setblocking(False)
+
+
 def listen(port: int) -> socket.socket:
     """A listening TCP socket on 127.0.0.1 with a backlog big enough for 1,000 clients."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

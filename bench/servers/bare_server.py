@@ -18,7 +18,17 @@ import socket
 import sys
 from typing import Any, Generator
 
-from _framing import PING, PONG, RECV_SIZE, Framer, listen, parse_args, ready
+from _framing import (
+    PING,
+    PONG,
+    RECV_SIZE,
+    Framer,
+    accept_ready,
+    listen,
+    parse_args,
+    ready,
+    send_rest,
+)
 
 RECV, SEND = 0, 1
 Handler = Generator[Any, Any, None]
@@ -47,13 +57,7 @@ def serve(port: int, size: int) -> None:
     while True:
         for fd, _events in poll():
             if fd == lfd:
-                while True:
-                    try:
-                        conn, _ = listener.accept()
-                    except BlockingIOError:
-                        break
-                    conn.setblocking(False)
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for conn in accept_ready(listener):
                     ep.register(conn.fileno(), select.EPOLLIN)
                     task = handle(conn, size)
                     next(task)  # runs to its first RECV
@@ -75,9 +79,7 @@ def serve(port: int, size: int) -> None:
                     except BlockingIOError:
                         sent = 0
                     if sent < len(reply):
-                        conn.setblocking(True)
-                        conn.sendall(reply[sent:])
-                        conn.setblocking(False)
+                        send_rest(conn, reply[sent:])
                     trap = task.send(None)
             except StopIteration:  # the peer closed: so does the task
                 ep.unregister(fd)

@@ -11,7 +11,17 @@ import select
 import socket
 import sys
 
-from _framing import PING, PONG, RECV_SIZE, Framer, listen, parse_args, ready
+from _framing import (
+    PING,
+    PONG,
+    RECV_SIZE,
+    Framer,
+    accept_ready,
+    listen,
+    parse_args,
+    ready,
+    send_rest,
+)
 
 
 def serve(port: int, size: int) -> None:
@@ -26,13 +36,7 @@ def serve(port: int, size: int) -> None:
     while True:
         for fd, _events in poll():
             if fd == lfd:
-                while True:
-                    try:
-                        conn, _ = listener.accept()
-                    except BlockingIOError:
-                        break
-                    conn.setblocking(False)
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for conn in accept_ready(listener):
                     conns[conn.fileno()] = (conn, Framer(size))
                     ep.register(conn.fileno(), select.EPOLLIN)
                 continue
@@ -55,11 +59,7 @@ def serve(port: int, size: int) -> None:
                 except BlockingIOError:
                     sent = 0
                 if sent < len(reply):
-                    # Rare (a big reply, a full buffer): finish it blocking, to keep the
-                    # loop minimal; the client reads all the while, so this is short.
-                    conn.setblocking(True)
-                    conn.sendall(reply[sent:])
-                    conn.setblocking(False)
+                    send_rest(conn, reply[sent:])
 
 
 if __name__ == "__main__":
