@@ -791,6 +791,9 @@ runtime once per round), so noise from the machine's other tenants falls on all
 of a round's runtimes alike. "yieldos vs it" says how many
 times better yieldos did than that row, whichever way the metric points (above
 1: yieldos wins; the limit rows show how far yieldos is from the bare minimum).
+On PyPy the echo tables also have "uvloop on CPython": uvloop's server run by
+CPython in the same run, for the issue's target that yieldos on PyPy beat its
+throughput (its CPU figures are another interpreter's, so no target uses them).
 What each workload measures, and why, is written at the top of bench/run.py,
 bench/runtimes/__init__.py and bench/echo.py. Set up the tools and peers with
 `bash bench/setup.sh`.
