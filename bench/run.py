@@ -716,7 +716,6 @@ def targets(suite: Suite) -> list[list[str]]:
                 v = _ratio(res, section, "user_us", "yieldos", peer)
                 if v is not None:
                     add(f"{section}: user CPU/msg, yieldos / {peer}", v, "<", 1)
-        for section in [s for s in res if s.startswith("echo ")]:
             # The PyPy echo target: throughput above uvloop's, run by CPython.
             v = _ratio(res, section, "rate", "yieldos", "uvloop-cpython")
             if v is not None:

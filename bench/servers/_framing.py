@@ -19,6 +19,7 @@ goes through a small general RESP parser, so the framing is always exact.
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import Optional
 
@@ -90,6 +91,16 @@ def parse_args(argv: list[str]) -> tuple[int, int]:
 def ready(port: int) -> None:
     """Tell the harness the server listens (it waits for this line)."""
     print(f"ready {port}", flush=True)
+
+
+def listen_epoll(port: int) -> tuple[socket.socket, select.epoll]:
+    """A non-blocking listener (see `listen`), registered for input in a new epoll (for the
+    servers that run their own epoll loop)."""
+    listener = listen(port)
+    listener.setblocking(False)
+    ep = select.epoll()
+    ep.register(listener.fileno(), select.EPOLLIN)
+    return listener, ep
 
 
 def accept_ready(listener: socket.socket) -> list[socket.socket]:

@@ -24,7 +24,7 @@ from _framing import (
     RECV_SIZE,
     Framer,
     accept_ready,
-    listen,
+    listen_epoll,
     parse_args,
     ready,
     send_rest,
@@ -46,11 +46,8 @@ def handle(conn: socket.socket, size: int) -> Handler:
 
 
 def serve(port: int, size: int) -> None:
-    listener = listen(port)
-    listener.setblocking(False)
+    listener, ep = listen_epoll(port)
     lfd = listener.fileno()
-    ep = select.epoll()
-    ep.register(lfd, select.EPOLLIN)
     parked: dict[int, tuple[Handler, socket.socket]] = {}  # fd -> task waiting to read
     ready(listener.getsockname()[1])
     poll = ep.poll

@@ -17,7 +17,7 @@ from _framing import (
     RECV_SIZE,
     Framer,
     accept_ready,
-    listen,
+    listen_epoll,
     parse_args,
     ready,
     send_rest,
@@ -25,11 +25,8 @@ from _framing import (
 
 
 def serve(port: int, size: int) -> None:
-    listener = listen(port)
-    listener.setblocking(False)
+    listener, ep = listen_epoll(port)
     lfd = listener.fileno()
-    ep = select.epoll()
-    ep.register(lfd, select.EPOLLIN)
     conns: dict[int, tuple[socket.socket, Framer]] = {}
     ready(listener.getsockname()[1])
     poll = ep.poll
