@@ -62,6 +62,30 @@ def test_a_server_echoes_a_sized_payload(runtime):
         assert server.proc.poll() is None, server.errors()
 
 
+def test_the_framer_answers_each_request_as_redis_would():
+    sys.path.insert(0, os.path.join(os.path.dirname(echo.__file__), "servers"))
+    try:
+        from _framing import Framer
+    finally:
+        sys.path.pop(0)
+    payload = bytes(range(256)) * 4
+    request = b"*2\r\n$4\r\nECHO\r\n$1024\r\n" + payload + b"\r\n"
+    reply = b"$1024\r\n" + payload + b"\r\n"
+    framer = Framer(len(payload))
+    assert framer.feed(request) == reply  # whole, as the client sends it
+    # Split anywhere, the reply comes once the request is whole, and not before.
+    for cut in (1, 15, 20, 23, len(request) - 1):
+        assert framer.feed(request[:cut]) == b""
+        assert framer.feed(request[cut:]) == reply
+    assert framer.feed(request * 2 + request[:9]) == reply * 2  # pipelined, plus a start
+    assert framer.feed(request[9:]) == reply
+    # Another size than the expected one, CONFIG GET, and an inline command.
+    short = b"*2\r\n$4\r\necho\r\n$2\r\nhi\r\n"
+    config = b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nsave\r\n"
+    assert framer.feed(short + config + b"PING\r\n") == b"$2\r\nhi\r\n*0\r\n+PONG\r\n"
+    assert not framer.buf
+
+
 def pypy_results(yieldos_rate: float, uvloop_rate: float) -> run.Results:
     rows: dict[str, run.Row] = {
         "yieldos": run.Row("yieldos", [{"rate": yieldos_rate, "user_us": 1.0}]),

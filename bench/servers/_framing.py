@@ -26,25 +26,29 @@ from typing import Optional
 PING = b"PING\r\n"
 PONG = b"+PONG\r\n"
 CRLF = b"\r\n"
+ECHO_COMMAND = b"*2\r\n$4\r\nECHO\r\n"  # an ECHO request, up to its argument
 RECV_SIZE = 65536  # every server reads at most this much at a time
 
 
 class Framer:
     """Per-connection request buffer: ``feed(data)`` returns the bytes to answer (maybe b"")."""
 
-    __slots__ = ("buf", "size", "echo_header", "request_len")
+    __slots__ = ("buf", "echo_header", "request_len")
 
     def __init__(self, size: int = 0) -> None:
         self.buf = bytearray()
-        self.size = size  # the ECHO payload size expected (0: PING mode)
-        self.echo_header = b"*2\r\n$4\r\nECHO\r\n$%d\r\n" % size
+        # The ECHO request for the payload size expected (0: PING mode) is this header,
+        # the payload and CRLF.
+        self.echo_header = ECHO_COMMAND + b"$%d\r\n" % size
         self.request_len = len(self.echo_header) + size + 2
 
     def feed(self, data: bytes) -> bytes:
         buf = self.buf
         if not buf and len(data) == self.request_len and data.startswith(self.echo_header):
-            # One whole ECHO request, as the client sent it.
-            return b"$%d\r\n%s\r\n" % (self.size, data[len(self.echo_header) : -2])
+            # One whole ECHO request, as the client sent it. The reply, ``$N\r\n<payload>\r\n``,
+            # is the request's own tail: one slice. (Not %-formatted: on PyPy, formatting a
+            # 16 KiB payload into a reply cost 2-5 µs, more than a server's own work.)
+            return data[len(ECHO_COMMAND) :]
         buf += data
         out = []
         while buf:
@@ -65,7 +69,7 @@ def _parse(buf: bytearray) -> Optional[tuple[int, bytes]]:
     if buf[:1] != b"*":  # an inline command: any line gets +PONG
         return nl + 2, PONG
     args: list[bytes] = []
-    pos = nl + 2
+    pos = last = nl + 2
     for _ in range(int(buf[1:nl])):
         nl = buf.find(b"\r\n", pos)
         if nl < 0:
@@ -75,9 +79,9 @@ def _parse(buf: bytearray) -> Optional[tuple[int, bytes]]:
         if len(buf) < end + 2:
             return None
         args.append(bytes(buf[start:end]))
-        pos = end + 2
-    if args and args[0].upper() == b"ECHO" and len(args) == 2:
-        return pos, b"$%d\r\n%s\r\n" % (len(args[1]), args[1])
+        last, pos = pos, end + 2
+    if len(args) == 2 and args[0].upper() == b"ECHO":
+        return pos, bytes(buf[last:pos])  # the reply is the argument as sent: $N, payload, CRLF
     return pos, b"*0\r\n"  # CONFIG GET and anything else: an empty list
 
 
