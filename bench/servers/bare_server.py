@@ -43,6 +43,7 @@ def handle(conn: socket.socket, size: int) -> Handler:
         reply = PONG if data == PING and not framer.buf else framer.feed(data)
         if reply:
             yield (SEND, conn, reply)
+        del data, reply  # not held through the wait: see yieldos_server.py
 
 
 def serve(port: int, size: int) -> None:
