@@ -68,9 +68,10 @@ def _parse(buf: bytearray) -> Optional[tuple[int, bytes]]:
         return None
     if buf[:1] != b"*":  # an inline command: any line gets +PONG
         return nl + 2, PONG
-    args: list[bytes] = []
+    count = int(buf[1:nl])
+    command = b""  # the first argument: only it is looked at, so only it is copied
     pos = last = nl + 2
-    for _ in range(int(buf[1:nl])):
+    for i in range(count):
         nl = buf.find(b"\r\n", pos)
         if nl < 0:
             return None
@@ -78,9 +79,10 @@ def _parse(buf: bytearray) -> Optional[tuple[int, bytes]]:
         end = start + int(buf[pos + 1 : nl])
         if len(buf) < end + 2:
             return None
-        args.append(bytes(buf[start:end]))
+        if i == 0:
+            command = bytes(buf[start:end])
         last, pos = pos, end + 2
-    if len(args) == 2 and args[0].upper() == b"ECHO":
+    if count == 2 and command.upper() == b"ECHO":
         return pos, bytes(buf[last:pos])  # the reply is the argument as sent: $N, payload, CRLF
     return pos, b"*0\r\n"  # CONFIG GET and anything else: an empty list
 
