@@ -9,8 +9,12 @@ a C server near 200k messages/s on two cores, so throughput alone hardly tells
 Python runtimes apart; what does is the **server's user CPU per message**,
 read from /proc/PID/stat before and after the load (utime; the kernel's time
 for the server, stime, is shown too). Both are in clock ticks (usually 10 ms),
-and the split between user and system time is sampled, so runs are long
-enough to collect a few hundred ticks and each figure is a median of several.
+and the split between user and system time is sampled at each tick. A run
+collects only some 30 to 110 ticks of the server's CPU (the 16 KiB rows the
+fewest), most of them system time, so one run's user figure is good to about
+±20%: each figure is a median of several runs, and the min-max spread beside
+it says how far to trust it. (The total, user plus system, is exact in
+/proc/PID/schedstat; only the split is sampled.)
 
 Messages:
 
