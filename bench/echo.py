@@ -59,6 +59,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 SERVERS: dict[str, tuple[str, Optional[str], str]] = {
     "epoll": ("epoll_server.py", None, "plain callback epoll loop (the limit)"),
     "bare": ("bare_server.py", None, "generator per connection, nothing else (the limit)"),
+    "floor": ("floor_server.py", None, "tuple traps, TCB, resumed from poll (the limit)"),
     "yieldos": ("yieldos_server.py", None, "task per connection: recv, sendall"),
     "asyncio": ("asyncio_proto_server.py", None, "Protocol, 64 KiB reads (its best case)"),
     "asyncio-streams": ("asyncio_streams_server.py", None, "stock streams: read, write+drain"),

@@ -10,8 +10,10 @@ and prints one table per workload, then the issue's targets with met/missed:
   default ``python3``), since the issue asks yieldos on PyPy to beat it.
 * the limit: for CPU workloads a bare generator round robin (runtimes/bare.py),
   for I/O a plain callback epoll loop (servers/epoll_server.py) and a bare
-  generator-per-connection server (servers/bare_server.py). yieldos pays for
-  everything a real kernel does; the limit says how much that is.
+  generator-per-connection server (servers/bare_server.py), and the floor of a
+  kernel with a task control block (servers/floor_server.py: traps as tuples,
+  readers resumed from the poll loop). yieldos pays for everything a real
+  kernel does; the limit says how much that is.
 
 Every run of every workload on every runtime is a fresh subprocess, so memory
 and import figures start clean and a crash or hang in one peer (curio is
@@ -463,6 +465,8 @@ def table(head: list[str], body: list[list[str]]) -> list[str]:
     ]
 
 
+LIMITS = ("epoll", "bare", "floor")  # the echo servers that are limits, not peers
+
 LABEL = {
     "bare": "bare loop (limit)",
     "epoll": "epoll loop (limit)",
@@ -474,7 +478,7 @@ def label(section: str, runtime: str) -> str:
     if runtime == "uvloop-cpython":
         return "uvloop on CPython"
     if section.startswith("echo") or section == "syscalls":
-        return f"{runtime}" + (" (limit)" if runtime in ("epoll", "bare") else "")
+        return f"{runtime}" + (" (limit)" if runtime in LIMITS else "")
     return LABEL.get(runtime, runtime)
 
 
@@ -712,7 +716,7 @@ def targets(suite: Suite) -> list[list[str]]:
             if v is not None:
                 add(f"import: yieldos / {peer}", v, "<", 1)
         for section in [s for s in res if s.startswith("echo ")]:
-            for peer in [p for p in echo.SERVERS if p not in ("epoll", "bare", "yieldos")]:
+            for peer in [p for p in echo.SERVERS if p not in LIMITS and p != "yieldos"]:
                 v = _ratio(res, section, "user_us", "yieldos", peer)
                 if v is not None:
                     add(f"{section}: user CPU/msg, yieldos / {peer}", v, "<", 1)

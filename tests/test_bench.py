@@ -3,10 +3,10 @@ targets judge yieldos against uvloop run by CPython.
 
 The suite itself (``python3 -m bench``) runs by hand: it takes a quarter of an hour and
 its figures are ratios, not pass/fail. What can be checked without timing anything is
-checked here: each limit server (the epoll loop, the bare generator server) and yieldos's
-own answer the requests the load generator sends; the PyPy targets table has a
-throughput row against "uvloop on CPython" for every echo workload, met only above 1;
-and the ``--cpython`` probe takes a CPython with uvloop by its real path and turns down
+checked here: each limit server (the epoll loop, the bare generator server, the kernel
+floor) and yieldos's own answer the requests the load generator sends; the PyPy targets
+table has a throughput row against "uvloop on CPython" for every echo workload, met only
+above 1; and the ``--cpython`` probe takes a CPython with uvloop by its real path and turns down
 anything else with a note.
 """
 
@@ -21,7 +21,7 @@ import pytest
 
 from bench import echo, run
 
-SERVERS = ["epoll", "bare", "yieldos"]
+SERVERS = ["epoll", "bare", "floor", "yieldos"]
 
 
 def exchange(port: int, chunks: list[bytes], expected: bytes) -> bytes:
