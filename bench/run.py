@@ -794,6 +794,10 @@ runtime once per round), so noise from the machine's other tenants falls on all
 of a round's runtimes alike. "yieldos vs it" says how many
 times better yieldos did than that row, whichever way the metric points (above
 1: yieldos wins; the limit rows show how far yieldos is from the bare minimum).
+The echo tables have three limit rows: the epoll loop (callbacks, no tasks), the
+bare generator server (generators, no kernel) and the kernel floor (a task control
+block and the checks every kernel makes, with traps as tuples served inline:
+bench/servers/floor_server.py).
 On PyPy the echo tables also have "uvloop on CPython": uvloop's server run by
 CPython in the same run, for the issue's target that yieldos on PyPy beat its
 throughput (its CPU figures are another interpreter's, so no target uses them).
