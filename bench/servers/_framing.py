@@ -112,7 +112,7 @@ def listen_epoll(port: int) -> tuple[socket.socket, select.epoll]:
 def accept_ready(listener: socket.socket) -> list[socket.socket]:
     """Accept every connection waiting on the non-blocking ``listener``: each comes back
     non-blocking, with TCP_NODELAY (for the servers that run their own epoll loop)."""
-    conns = []
+    conns: list[socket.socket] = []
     while True:
         try:
             conn, _ = listener.accept()

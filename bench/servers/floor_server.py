@@ -73,7 +73,7 @@ class Task:
     __slots__ = ("coro", "conn", "state", "trap", "pending_exc", "next_value", "callers")
 
     def __init__(self, coro: Handler, conn: Any) -> None:
-        self.coro = coro
+        self.coro: Optional[Handler] = coro  # None once it has ended
         self.conn = conn
         self.state = READY
         self.trap: Optional[Trap] = None
@@ -93,7 +93,7 @@ def serve(port: int, size: int) -> None:
 
     def exit_task(task: Task) -> None:
         task.state = EXITED
-        task.coro = None  # type: ignore[assignment]
+        task.coro = None
         conn = task.conn
         fd = conn.fileno()
         ep.unregister(fd)
@@ -103,6 +103,7 @@ def serve(port: int, size: int) -> None:
     def step(task: Task, value: Any, exc: Optional[BaseException]) -> None:
         """Resume ``task`` and serve its traps until it waits (yieldos's Kernel._step)."""
         coro = task.coro
+        assert coro is not None  # (as yieldos's _step checks)
         task.state = RUNNING
         budget = BUDGET
         while True:
